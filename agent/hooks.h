@@ -1,0 +1,62 @@
+// Hooks: on-promote / on-demote commands, run one at a time in order on a
+// thread of their own, so that no hook ever holds up the heartbeat or the
+// lease deadline.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace lease_agent {
+
+struct HookCall {
+  std::string name;      // "on-promote" or "on-demote", for the log
+  std::string command;   // run with /bin/sh -c; empty: nothing to run
+  std::string role;      // LEASE_AGENT_ROLE: "master" or "standby"
+  std::int64_t epoch = 0;  // LEASE_AGENT_EPOCH
+};
+
+// Runs queued hook calls in order. Each gets the agent's environment plus
+// LEASE_AGENT_CLUSTER, LEASE_AGENT_NODE, LEASE_AGENT_ROLE, LEASE_AGENT_EPOCH,
+// its own process group, and no open descriptors of the agent. Each line it
+// writes to stdout or stderr is logged ("hook on-promote: <line>"). A hook
+// still running after `timeout` is sent SIGTERM, then SIGKILL a second later,
+// and that is logged. A hook's exit status is logged; it changes nothing else.
+//
+// Thread safety: enqueue() and drain() may be called from any thread.
+class HookRunner {
+ public:
+  HookRunner(std::string cluster, std::string node, std::chrono::milliseconds timeout);
+  ~HookRunner();  // finishes the calls already queued, then joins
+  HookRunner(const HookRunner&) = delete;
+  HookRunner& operator=(const HookRunner&) = delete;
+
+  // Queues a call; returns at once. Calls with an empty command are ignored.
+  void enqueue(HookCall call);
+
+  // Blocks until every call queued so far has finished (or been killed).
+  void drain();
+
+  // Runs one call now on the calling thread; returns its exit status
+  // (128+signal when killed, -1 when it could not be started).
+  int run_now(const HookCall& call);
+
+ private:
+  void loop();
+
+  const std::string cluster_;
+  const std::string node_;
+  const std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<HookCall> queue_;
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace lease_agent

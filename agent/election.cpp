@@ -1,0 +1,235 @@
+// The election state machine: a pure function of answers and monotonic time.
+#include "election.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace lease_agent {
+namespace {
+
+long long ms(Clock::duration d) {
+  return std::chrono::duration_cast<milliseconds>(d).count();
+}
+
+}  // namespace
+
+const char* to_string(Transition t) {
+  switch (t) {
+    case Transition::none: return "none";
+    case Transition::promote: return "promote";
+    case Transition::demote: return "demote";
+    case Transition::exit_duplicate: return "exit_duplicate";
+  }
+  return "?";
+}
+
+Election::Election(Timing timing) : timing_(timing) {}
+
+HeartbeatRequest Election::request(TimePoint now) const {
+  HeartbeatRequest r;
+  if (is_master(now)) r.epoch = epoch_;
+  if (!holding_ && watched_version_ && now >= watched_since_ + timing_.ttl)
+    r.watched_version = watched_version_;
+  return r;
+}
+
+TimePoint Election::next_heartbeat() const {
+  TimePoint t = regular_next_;
+  if (!holding_ && watched_version_ && watched_version_ != tried_version_)
+    t = std::min(t, watched_since_ + timing_.ttl);
+  return t;
+}
+
+TimePoint Election::next_wakeup() const {
+  TimePoint t = next_heartbeat();
+  if (holding_) t = std::min(t, deadline_);
+  return t;
+}
+
+bool Election::healthy(TimePoint now) const {
+  return last_ok_ && now - *last_ok_ < timing_.ttl;
+}
+
+void Election::watch(std::int64_t version, TimePoint seen) {
+  // Versions only grow: an older one is a late message, a known one changes nothing.
+  if (watched_version_ && version <= *watched_version_) return;
+  watched_version_ = version;
+  watched_since_ = seen;
+}
+
+Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer& a,
+                             TimePoint sent, TimePoint received) {
+  Decision d;
+  last_ok_ = received;
+  failures_ = 0;
+
+  // 1. The node name: refused while another incarnation is live. At start that may be
+  //    this node's own previous life, not yet expired: wait until its heartbeat either
+  //    expires (a dead process) or moves (a live agent: a misconfiguration).
+  if (a.duplicate) {
+    if (!registered_ && (duplicate_seen_.empty() || duplicate_seen_ == a.duplicate_detail)) {
+      duplicate_seen_ = a.duplicate_detail;
+      regular_next_ = sent + timing_.renew;
+      d.notable = true;
+      d.reason = "node name is registered by another incarnation (" + a.duplicate_detail +
+                 "); waiting to see whether it is still alive";
+      return d;
+    }
+    holding_ = false;
+    d.transition = Transition::exit_duplicate;
+    d.reason = "node name is held by another live agent (" + a.duplicate_detail + ")";
+    return d;
+  }
+  registered_ = true;
+  last_ = a;
+
+  // 2. The database's clock against ours: a warning only, never a decision.
+  if (clock_ref_) {
+    const double db_advance = a.db_now_ms - clock_ref_->first;
+    const double our_advance = static_cast<double>(ms(received - clock_ref_->second));
+    const double slack = static_cast<double>(timing_.margin().count() + ms(received - sent));
+    if (std::fabs(db_advance - our_advance) > slack) {
+      std::ostringstream w;
+      w << "database clock advanced " << std::llround(db_advance) << "ms while the monotonic clock here advanced "
+        << std::llround(our_advance) << "ms";
+      d.warning = w.str();
+      clock_ref_.reset();
+    }
+  }
+  if (!clock_ref_) clock_ref_ = std::make_pair(a.db_now_ms, received);
+
+  regular_next_ = sent + timing_.renew;
+
+  // 3. This incarnation holds the lease: master until sent + ttl - margin.
+  if (a.holder_is_me) {
+    const TimePoint deadline = sent + timing_.ttl - timing_.margin();
+    watched_version_.reset();
+    tried_version_.reset();
+    if (deadline <= received) {
+      // The answer took longer than the lease is worth: act on nothing, ask again now.
+      regular_next_ = received;
+      d.notable = true;
+      d.reason = "renewal answered after " + std::to_string(ms(received - sent)) +
+                 "ms, too late to act on; asking again";
+      return d;
+    }
+    if (!holding_) {
+      holding_ = true;
+      epoch_ = a.epoch;
+      deadline_ = deadline;
+      d.transition = Transition::promote;
+      std::ostringstream r;
+      r << "promoted: acquired the lease at epoch " << a.epoch;
+      if (!a.acquired)
+        r << " (renewed a lease this agent had stopped counting on)";
+      else if (req.watched_version)
+        r << " after watching version " << *req.watched_version << " unchanged for "
+          << timing_.ttl.count() << "ms";
+      else
+        r << " (it was free)";
+      d.reason = r.str();
+      return d;
+    }
+    if (a.epoch != epoch_) {
+      d.notable = true;
+      d.reason = "lease renewed at epoch " + std::to_string(a.epoch) + " instead of " +
+                 std::to_string(epoch_);
+      epoch_ = a.epoch;
+    } else {
+      d.reason = "renewed the lease at epoch " + std::to_string(a.epoch);
+    }
+    deadline_ = std::max(deadline_, deadline);
+    return d;
+  }
+
+  // 4. Someone else holds it, or nobody does.
+  if (req.watched_version && a.version == *req.watched_version)
+    tried_version_ = a.version;  // not first in line: do not ask again at this version
+  std::ostringstream r;
+  if (holding_) {
+    holding_ = false;
+    d.transition = Transition::demote;
+    r << "demoted: the lease is held by " << (a.holder.empty() ? "nobody" : a.holder)
+      << " at epoch " << a.epoch;
+  }
+  epoch_ = a.epoch;
+  if (a.holder.empty()) {
+    watched_version_.reset();
+    if (d.transition == Transition::none) {
+      r << "the lease is free";
+      if (!a.first_in_line.empty()) r << "; first in line is " << a.first_in_line;
+    }
+  } else {
+    watch(a.version, received);
+    if (d.transition == Transition::none)
+      r << "standby: the lease is held by " << a.holder << " at epoch " << a.epoch;
+  }
+  d.reason = r.str();
+  return d;
+}
+
+Decision Election::on_failure(TimePoint sent, TimePoint now, const std::string& error) {
+  Decision d;
+  ++failures_;
+  // A master retries quickly until its deadline; a standby backs off up to renew.
+  milliseconds wait = timing_.retry();
+  if (!holding_) {
+    for (int i = 1; i < failures_ && wait < timing_.renew; ++i) wait *= 2;
+    wait = std::min(wait, timing_.renew);
+  }
+  regular_next_ = now + wait;
+  d.notable = failures_ == 1;
+  std::ostringstream r;
+  r << "heartbeat sent " << ms(now - sent) << "ms ago failed: " << error << "; ";
+  if (holding_)
+    r << "retrying in " << wait.count() << "ms, master for " << ms(deadline_ - now) << "ms more";
+  else
+    r << "retrying in " << wait.count() << "ms";
+  d.reason = r.str();
+  return d;
+}
+
+Decision Election::on_notify(std::int64_t version, bool free, TimePoint received) {
+  Decision d;
+  if (holding_) {
+    d.reason = "notification of version " + std::to_string(version) + " while master";
+    return d;
+  }
+  if (free) {
+    // Released: the first in line may take it at once, so ask now.
+    watched_version_.reset();
+    regular_next_ = received;
+    d.notable = true;
+    d.reason = "the lease was released (version " + std::to_string(version) + ")";
+    return d;
+  }
+  watch(version, received);
+  d.reason = "the lease row is at version " + std::to_string(version);
+  return d;
+}
+
+Decision Election::tick(TimePoint now) {
+  Decision d;
+  if (holding_ && now >= deadline_) {
+    holding_ = false;
+    d.transition = Transition::demote;
+    std::ostringstream r;
+    r << "demoted: the lease deadline passed without a successful renewal (epoch " << epoch_;
+    if (last_ok_) r << ", last round trip " << ms(now - *last_ok_) << "ms ago";
+    r << ")";
+    d.reason = r.str();
+  }
+  return d;
+}
+
+Decision Election::resign(TimePoint now) {
+  Decision d = tick(now);
+  if (d.transition == Transition::none && holding_) {
+    holding_ = false;
+    d.transition = Transition::demote;
+    d.reason = "demoted: stopping, the lease will be released (epoch " + std::to_string(epoch_) + ")";
+  }
+  return d;
+}
+
+}  // namespace lease_agent

@@ -1,0 +1,143 @@
+// The election: a small state machine that knows nothing of SQL, sockets or clocks.
+//
+// Clock model. Every decision here takes the monotonic time ("now") as an argument;
+// the caller reads std::chrono::steady_clock, tests pass whatever they like. Safety
+// rests on one assumption: the monotonic clocks of all agents advance at nearly the
+// same rate. No decision depends on two clocks agreeing, nor on any wall clock.
+//
+//  - Master: after a renewal that was sent at t_sent succeeds, this agent is master
+//    until deadline = t_sent + ttl - margin. "Am I master" is computed when asked:
+//    holding && now < deadline. Nothing else makes it master.
+//  - Standby: it notes each version of the lease row it sees (in an answer or a
+//    notification) and the local time it first saw it. Only once that version stayed
+//    unchanged for ttl on its own clock does it name it in a heartbeat, and the store
+//    acquires only if the row is still at that version (compare-and-set). Because the
+//    version was first seen after the master sent the renewal that made it, the
+//    master's deadline always falls before the standby may acquire.
+//  - A free lease (released by a clean stop) may be taken at once by the first node
+//    in line; the store decides who that is.
+//
+// Thread safety: none. The daemon serialises every call with one mutex.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace lease_agent {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+using std::chrono::milliseconds;
+
+struct Timing {
+  milliseconds ttl{10000};
+  milliseconds renew{2000};
+
+  // Covers clock rate drift and the time to stop acting as master before anyone
+  // else may start: a tenth of ttl.
+  milliseconds margin() const { return ttl / 10; }
+  // A failed round trip is retried after this long (a fraction of renew).
+  milliseconds retry() const { return std::max(renew / 5, milliseconds(10)); }
+};
+
+// What the next heartbeat asks of the store.
+struct HeartbeatRequest {
+  std::optional<std::int64_t> epoch;            // the epoch held as master, if any
+  std::optional<std::int64_t> watched_version;  // a version watched unchanged for ttl
+};
+
+// What one heartbeat answered.
+struct HeartbeatAnswer {
+  bool duplicate = false;         // the node name is held by another live incarnation
+  std::string duplicate_detail;   // changes when that other agent heartbeats
+  bool holder_is_me = false;      // this incarnation holds the lease after the call
+  bool acquired = false;          // this call acquired it (a new epoch)
+  std::string holder;             // empty when the lease is free
+  std::string holder_address;
+  std::int64_t epoch = 0;
+  std::int64_t version = 0;
+  std::string first_in_line;      // filled when the store considered an acquisition
+  std::int64_t lease_left_ms = 0; // by the database's clock, for display only
+  double db_now_ms = 0;           // the database's clock, for the drift warning only
+};
+
+enum class Transition { none, promote, demote, exit_duplicate };
+
+// What an event led to, with one sentence that says what and why: the daemon
+// logs it when notable, tests assert on it.
+struct Decision {
+  Transition transition = Transition::none;
+  bool notable = false;  // worth a log line even without a transition
+  std::string reason;
+  std::string warning;   // a separate warning (database clock drift), or empty
+};
+
+class Election {
+ public:
+  explicit Election(Timing timing);
+
+  // The request for a heartbeat sent now.
+  HeartbeatRequest request(TimePoint now) const;
+
+  // A heartbeat sent at `sent` with `req` answered `a`, received at `received`.
+  Decision on_answer(const HeartbeatRequest& req, const HeartbeatAnswer& a, TimePoint sent,
+                     TimePoint received);
+
+  // A heartbeat sent at `sent` failed at `now` (connection lost, timeout, error).
+  Decision on_failure(TimePoint sent, TimePoint now, const std::string& error);
+
+  // A notification of the lease row: `version`, and whether the lease is now free.
+  Decision on_notify(std::int64_t version, bool free, TimePoint received);
+
+  // The passage of time: demotes at the deadline.
+  Decision tick(TimePoint now);
+
+  // Stops acting as master now (clean stop). Returns the demotion if there was one.
+  Decision resign(TimePoint now);
+
+  bool is_master(TimePoint now) const { return holding_ && now < deadline_; }
+  // A standby whose last round trip succeeded within ttl.
+  bool is_connected_standby(TimePoint now) const { return !holding_ && healthy(now); }
+  // The last round trip succeeded within ttl.
+  bool healthy(TimePoint now) const;
+
+  // When the next heartbeat is due: the regular one, or sooner when a watched
+  // version will have stayed unchanged for ttl.
+  TimePoint next_heartbeat() const;
+  // When the next event is due: the next heartbeat, or the deadline if sooner.
+  TimePoint next_wakeup() const;
+
+  // For status and logs.
+  std::int64_t epoch() const { return epoch_; }
+  TimePoint deadline() const { return deadline_; }
+  bool holding() const { return holding_; }
+  const HeartbeatAnswer& last_answer() const { return last_; }
+  std::optional<TimePoint> last_success() const { return last_ok_; }
+  const Timing& timing() const { return timing_; }
+  int consecutive_failures() const { return failures_; }
+
+ private:
+  void watch(std::int64_t version, TimePoint seen);
+
+  const Timing timing_;
+  bool holding_ = false;        // believes it holds the lease (until deadline_)
+  std::int64_t epoch_ = 0;      // epoch of the lease held, or last seen
+  TimePoint deadline_{};
+  std::optional<std::int64_t> watched_version_;
+  TimePoint watched_since_{};
+  std::optional<std::int64_t> tried_version_;  // watched version already named once
+  TimePoint regular_next_{};    // the next regular heartbeat; zero: at once
+  std::optional<TimePoint> last_ok_;
+  bool registered_ = false;     // at least one answer without 'duplicate'
+  std::string duplicate_seen_;  // detail of the first 'duplicate' answer at start
+  int failures_ = 0;
+  HeartbeatAnswer last_;
+  std::optional<std::pair<double, TimePoint>> clock_ref_;  // (db ms, local) for drift
+};
+
+const char* to_string(Transition t);
+
+}  // namespace lease_agent

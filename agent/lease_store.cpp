@@ -1,0 +1,315 @@
+// The lease store on PostgreSQL through libpqxx 6.4: every SQL statement the agent sends.
+#include "lease_store.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <pqxx/pqxx>
+#include <set>
+#include <sstream>
+
+namespace lease_agent {
+namespace {
+
+constexpr const char* kChannel = "lease_agent";
+
+// Quotes a value for a libpq keyword=value string.
+std::string conninfo_quote(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+// Messages of connection failures that waiting will not cure.
+bool connect_failure_is_fatal(const std::string& msg) {
+  static const char* fatal[] = {
+      "password authentication failed", "authentication failed", "no pg_hba.conf entry",
+      "no password supplied", "password is required", "does not exist",
+      "permission denied", "invalid connection option", "SSL is not supported",
+  };
+  for (const char* f : fatal)
+    if (msg.find(f) != std::string::npos) return true;
+  return false;
+}
+
+std::string one_line(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  // libpq and the server prefix with "FATAL:  " / "ERROR:  "; keep, but fold spaces.
+  std::string out;
+  for (char c : s)
+    if (!(c == ' ' && !out.empty() && out.back() == ' ')) out += c;
+  return out;
+}
+
+}  // namespace
+
+std::string effective_conninfo(const std::string& dsn, milliseconds ttl, milliseconds renew,
+                               const std::string& application_name) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (opts == nullptr) {
+    std::string why = err ? one_line(err) : "out of memory";
+    if (err) PQfreemem(err);
+    throw StoreError("dsn: " + why, true);
+  }
+  std::map<std::string, std::string> given;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+    if (o->val != nullptr) given[o->keyword] = o->val;
+  PQconninfoFree(opts);
+
+  auto secs = [](milliseconds d) { return std::to_string(std::max<long long>(1, (d.count() + 999) / 1000)); };
+  const std::map<std::string, std::string> defaults = {
+      {"connect_timeout", std::to_string(std::max<long long>(2, (ttl.count() + 999) / 1000))},
+      {"keepalives", "1"},
+      {"keepalives_idle", secs(renew)},
+      {"keepalives_interval", "1"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", std::to_string(std::max(renew, ttl / 2).count())},
+      {"application_name", application_name},
+  };
+  for (const auto& [k, v] : defaults) given.emplace(k, v);  // the user's own win
+
+  std::string out;
+  for (const auto& [k, v] : given) {
+    if (!out.empty()) out += ' ';
+    out += k + "=" + conninfo_quote(v);
+  }
+  return out;
+}
+
+// Collects the notifications of the lease_agent channel for one cluster.
+struct LeaseStore::Listener : pqxx::notification_receiver {
+  Listener(pqxx::connection_base& c, std::string cluster)
+      : pqxx::notification_receiver(c, kChannel), cluster_(std::move(cluster)) {}
+
+  // Payload: "<version> <held|free> <cluster>".
+  void operator()(const std::string& payload, int) override {
+    std::istringstream in(payload);
+    LeaseNotice n;
+    std::string state;
+    if (!(in >> n.version >> state)) return;
+    in.get();  // the space before the cluster
+    std::string cluster;
+    std::getline(in, cluster);
+    if (cluster != cluster_) return;
+    n.free = state == "free";
+    notices.push_back(n);
+  }
+
+  const std::string cluster_;
+  std::vector<LeaseNotice> notices;
+};
+
+LeaseStore::LeaseStore(StoreOptions options) : opt_(std::move(options)) {}
+
+LeaseStore::~LeaseStore() { disconnect(); }
+
+void LeaseStore::disconnect() {
+  listener_.reset();
+  conn_.reset();
+}
+
+int LeaseStore::socket() const { return conn_ ? conn_->sock() : -1; }
+
+std::string LeaseStore::describe_connection() const {
+  if (!conn_) return "(not connected)";
+  std::string host = conn_->hostname() ? conn_->hostname() : "";
+  std::string port = conn_->port() ? conn_->port() : "";
+  std::string db = conn_->dbname() ? conn_->dbname() : "";
+  return host + ":" + port + "/" + db;
+}
+
+void LeaseStore::fail(const std::exception& e, const char* doing) {
+  const std::string what = one_line(e.what());
+  if (const auto* s = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string& state = s->sqlstate();
+    // The schema vanished or is from another version: cannot be waited out.
+    if (state == "42P01" || state == "3F000" || state == "42883") {
+      disconnect();
+      throw StoreError(std::string(doing) + ": the lease_agent schema is missing or too old (" + what +
+                           "): run `lease-agent schema apply`",
+                       true);
+    }
+    // A statement or lock timeout leaves the connection usable.
+    if (state == "57014" || state == "55P03")
+      throw StoreError(std::string(doing) + ": " + what, false);
+  }
+  // Anything else may have left the connection in an unknown state: start afresh.
+  disconnect();
+  throw StoreError(std::string(doing) + ": " + what, false);
+}
+
+void LeaseStore::connect(bool listen, bool check_schema) {
+  disconnect();
+  const std::string info =
+      effective_conninfo(opt_.dsn, opt_.ttl, opt_.renew, "lease-agent " + opt_.node);
+  try {
+    conn_ = std::make_unique<pqxx::connection>(info);
+  } catch (const std::exception& e) {
+    conn_.reset();
+    const std::string what = one_line(e.what());
+    throw StoreError("cannot connect to the database: " + what, connect_failure_is_fatal(what));
+  }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  conn_->inhibit_reactivation(true);  // reconnection is ours to decide
+#pragma GCC diagnostic pop
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const auto statement_timeout = std::max(opt_.renew, opt_.ttl / 4).count();
+    tx.exec("SET statement_timeout = " + std::to_string(statement_timeout) +
+            "; SET lock_timeout = " + std::to_string(statement_timeout) +
+            "; SET idle_in_transaction_session_timeout = " + std::to_string(opt_.ttl.count()));
+    if (!check_schema) return;
+    pqxx::result v = tx.exec("SELECT version FROM lease_agent.schema_info");
+    if (v.empty() || v[0][0].as<int>() < kSchemaVersion) {
+      disconnect();
+      throw StoreError("the lease_agent schema is too old (version " +
+                           (v.empty() ? std::string("none") : v[0][0].as<std::string>()) + ", need " +
+                           std::to_string(kSchemaVersion) + "): run `lease-agent schema apply`",
+                       true);
+    }
+  } catch (const StoreError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(e, "checking the schema");
+  }
+  try {
+    conn_->prepare("heartbeat",
+                   "SELECT * FROM lease_agent.heartbeat($1, $2, $3, $4, $5, "
+                   "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1))");
+    conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+    if (listen) listener_ = std::make_unique<Listener>(*conn_, opt_.cluster);
+  } catch (const std::exception& e) {
+    fail(e, "preparing statements");
+  }
+}
+
+HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
+  if (!conn_) throw StoreError("not connected", false);
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const pqxx::result r = tx.exec_prepared(
+        "heartbeat", opt_.cluster, opt_.node, opt_.incarnation, opt_.address,
+        static_cast<int>(opt_.ttl.count()), req.epoch.value_or(-1), req.watched_version.value_or(-1));
+    if (r.size() != 1) throw StoreError("heartbeat returned " + std::to_string(r.size()) + " rows", false);
+    const pqxx::row row = r[0];
+    auto text = [&](const char* col) { return row[col].is_null() ? std::string() : row[col].as<std::string>(); };
+    auto num = [&](const char* col) { return row[col].is_null() ? std::int64_t{0} : row[col].as<std::int64_t>(); };
+    HeartbeatAnswer a;
+    a.duplicate = text("o_status") == "duplicate";
+    a.duplicate_detail = text("o_detail");
+    a.holder_is_me = text("o_role") == "master";
+    a.acquired = !row["o_acquired"].is_null() && row["o_acquired"].as<bool>();
+    a.holder = text("o_holder");
+    a.holder_address = text("o_holder_address");
+    a.epoch = num("o_epoch");
+    a.version = num("o_version");
+    a.first_in_line = text("o_first_in_line");
+    a.lease_left_ms = num("o_lease_left_ms");
+    a.db_now_ms = row["o_db_now_ms"].is_null() ? 0.0 : row["o_db_now_ms"].as<double>();
+    return a;
+  } catch (const StoreError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(e, "heartbeat");
+  }
+}
+
+bool LeaseStore::leave() {
+  if (!conn_) throw StoreError("not connected", false);
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const pqxx::result r = tx.exec_prepared("leave", opt_.cluster, opt_.node, opt_.incarnation);
+    return r.size() == 1 && !r[0][0].is_null() && r[0][0].as<bool>();
+  } catch (const std::exception& e) {
+    fail(e, "leave");
+  }
+}
+
+std::vector<LeaseNotice> LeaseStore::take_notices() {
+  if (!conn_ || !listener_) return {};
+  try {
+    conn_->get_notifs();
+  } catch (const std::exception& e) {
+    fail(e, "reading notifications");
+  }
+  // get_notifs() returns quietly on a connection it found closed.
+  if (!conn_->is_open()) {
+    disconnect();
+    throw StoreError("reading notifications: the connection was closed", false);
+  }
+  std::vector<LeaseNotice> out;
+  out.swap(listener_->notices);
+  return out;
+}
+
+ClusterStatus LeaseStore::cluster_status() {
+  if (!conn_) throw StoreError("not connected", false);
+  ClusterStatus cs;
+  cs.cluster = opt_.cluster;
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const std::string q = tx.quote(opt_.cluster);
+    const pqxx::result lease = tx.exec(
+        "SELECT holder, epoch, greatest(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint "
+        "FROM lease_agent.lease WHERE cluster = " + q + " AND holder IS NOT NULL AND expires_at > clock_timestamp()");
+    if (!lease.empty()) {
+      cs.holder = lease[0][0].as<std::string>();
+      cs.epoch = lease[0][1].as<std::int64_t>();
+      cs.lease_left_ms = lease[0][2].as<std::int64_t>();
+    } else {
+      const pqxx::result e = tx.exec("SELECT epoch FROM lease_agent.lease WHERE cluster = " + q);
+      if (!e.empty()) cs.epoch = e[0][0].as<std::int64_t>();
+    }
+    const pqxx::result nodes = tx.exec(
+        "SELECT node, address, expires_at > clock_timestamp(), "
+        "to_char(registered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+        "FROM lease_agent.node WHERE cluster = " + q + " ORDER BY registered_at, node");
+    for (const auto& row : nodes) {
+      NodeStatus n;
+      n.node = row[0].as<std::string>();
+      n.address = row[1].as<std::string>();
+      const bool live = row[2].as<bool>();
+      n.holder = n.node == cs.holder;
+      n.role = n.holder ? "master" : live ? "standby" : "gone";
+      n.registered_at = row[3].as<std::string>();
+      n.heartbeat_at = row[4].as<std::string>();
+      cs.nodes.push_back(n);
+    }
+  } catch (const std::exception& e) {
+    fail(e, "reading the cluster status");
+  }
+  return cs;
+}
+
+void LeaseStore::apply_schema() {
+  if (!conn_) throw StoreError("not connected", false);
+  try {
+    pqxx::work tx(*conn_);
+    // Two operators applying at once take turns.
+    tx.exec("SELECT pg_advisory_xact_lock(hashtext('lease_agent schema apply'))");
+    for (const auto& [name, text] : schema_files()) {
+      try {
+        tx.exec(text);
+      } catch (const pqxx::sql_error& e) {
+        throw StoreError("sql/" + name + ": " + one_line(e.what()), true);
+      }
+    }
+    tx.commit();
+  } catch (const StoreError&) {
+    disconnect();
+    throw;
+  } catch (const std::exception& e) {
+    fail(e, "applying the schema");
+  }
+}
+
+}  // namespace lease_agent

@@ -1,0 +1,483 @@
+// Tests of settings: durations, the XML file, flags over the file, validation, DSN masking.
+
+#include "settings.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <climits>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace lease_agent;
+
+namespace {
+
+// A fresh directory under /tmp, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    char pattern[] = "/tmp/settings_test.XXXXXX";
+    const char* made = mkdtemp(pattern);
+    REQUIRE(made != nullptr);
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  // Writes `contents` to the file `name` in this directory; returns its path.
+  std::string write(const std::string& name, const std::string& contents) const {
+    const std::string file = path_ + "/" + name;
+    std::ofstream out(file, std::ios::binary);
+    out << contents;
+    REQUIRE(out.good());
+    return file;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Parses `args` (without the program name) with the setting flags, then
+// loads the settings.
+Settings load_from_args(const std::vector<std::string>& args) {
+  CLI::App app{"settings test"};
+  FlagValues flags;
+  add_setting_flags(app, flags);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  app.parse(reversed);
+  return load_settings(flags);
+}
+
+// The what() of the SettingsError that `load` throws; fails the test if it
+// throws nothing.
+template <typename Load>
+std::string settings_error_of(Load load) {
+  try {
+    load();
+  } catch (const SettingsError& e) {
+    return e.what();
+  }
+  FAIL("no SettingsError thrown");
+  return "";
+}
+
+std::string value_of(const Settings& s, const std::string& name) {
+  for (const auto& [key, value] : describe(s)) {
+    if (key == name) return value;
+  }
+  FAIL("describe() has no " << name);
+  return "";
+}
+
+std::string this_host_name() {
+  char buffer[HOST_NAME_MAX + 1] = {};
+  REQUIRE(gethostname(buffer, sizeof buffer - 1) == 0);
+  return buffer;
+}
+
+}  // namespace
+
+TEST_CASE("parse_duration reads ms, s and m") {
+  struct Case {
+    const char* text;
+    long long ms;
+  };
+  const Case cases[] = {
+      {"500ms", 500}, {"1ms", 1},     {"2s", 2000},     {"10s", 10000},
+      {"1m", 60000},  {"90s", 90000}, {"007s", 7000},   {"1440m", 86400000},
+  };
+  for (const Case& c : cases) {
+    INFO(c.text);
+    CHECK(parse_duration(c.text).count() == c.ms);
+  }
+}
+
+TEST_CASE("parse_duration rejects what is not a positive duration with a unit") {
+  struct Case {
+    const char* text;
+    const char* reason;  // a part of the message
+  };
+  const Case cases[] = {
+      {"5", "needs a unit: ms, s or m"},
+      {"", "needs a positive whole number"},
+      {"s", "needs a positive whole number"},
+      {"0s", "must be positive"},
+      {"0ms", "must be positive"},
+      {"-1s", "needs a positive whole number"},
+      {"+1s", "needs a positive whole number"},
+      {"1.5s", "unknown unit"},
+      {"2h", "unknown unit"},
+      {"2S", "unknown unit"},
+      {"2 s", "unknown unit"},
+      {" 2s", "needs a positive whole number"},
+      {"2s ", "unknown unit"},
+      {"abc", "needs a positive whole number"},
+      {"1441m", "at most 1440m"},
+      {"99999999999999999999999s", "at most"},
+  };
+  for (const Case& c : cases) {
+    INFO("'" << c.text << "'");
+    try {
+      parse_duration(c.text);
+      FAIL("accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK_THAT(e.what(), Catch::Contains(c.reason));
+    }
+  }
+  CHECK_THROWS_WITH(parse_duration("5"), "bad duration '5': needs a unit: ms, s or m");
+}
+
+TEST_CASE("format_duration writes what parse_duration reads back") {
+  CHECK(format_duration(Millis(500)) == "500ms");
+  CHECK(format_duration(Millis(2000)) == "2s");
+  CHECK(format_duration(Millis(60000)) == "1m");
+  CHECK(format_duration(Millis(90000)) == "90s");
+  CHECK(format_duration(Millis(1500)) == "1500ms");
+  for (const char* text : {"500ms", "2s", "1m", "90s", "1500ms", "120m"}) {
+    CHECK(format_duration(parse_duration(text)) == text);
+  }
+}
+
+TEST_CASE("defaults apply when nothing is given") {
+  const Settings s = load_settings(FlagValues{});
+  CHECK(s.active);
+  CHECK(s.cluster == "default");
+  CHECK(s.node == this_host_name());
+  CHECK(s.address.empty());
+  CHECK(s.dsn.empty());
+  CHECK(s.ttl == Millis(10000));
+  CHECK(s.renew == Millis(2000));
+  CHECK(s.http == "127.0.0.1:8700");
+  CHECK(s.http_enabled());
+  CHECK(s.http_host() == "127.0.0.1");
+  CHECK(s.http_port() == 8700);
+  CHECK(s.on_promote.empty());
+  CHECK(s.on_demote.empty());
+  CHECK(s.hook_timeout == Millis(30000));
+  CHECK(s.log_format == "text");
+}
+
+TEST_CASE("the agent's own file sets every setting, values trimmed") {
+  TempDir dir;
+  const std::string path = dir.write("agent.xml", R"(<?xml version="1.0"?>
+<lease-agent>
+  <property name="active">false</property>
+  <property name="cluster"> billing </property>
+  <property name="node">app2</property>
+  <property name="address">10.0.0.12:8080</property>
+  <property name="dsn">host=db1,db2 dbname=app target_session_attrs=read-write</property>
+  <property name="ttl">
+     6s
+  </property>
+  <property name="renew">1s</property>
+  <property name="http">0.0.0.0:9000</property>
+  <property name="on-promote">/usr/local/bin/promote --now</property>
+  <property name="on-demote">/usr/local/bin/demote</property>
+  <property name="hook-timeout">1m</property>
+  <property name="log-format">json</property>
+</lease-agent>
+)");
+  const Settings s = load_settings_file(path);
+  CHECK_FALSE(s.active);
+  CHECK(s.cluster == "billing");
+  CHECK(s.node == "app2");
+  CHECK(s.address == "10.0.0.12:8080");
+  CHECK(s.dsn == "host=db1,db2 dbname=app target_session_attrs=read-write");
+  CHECK(s.ttl == Millis(6000));
+  CHECK(s.renew == Millis(1000));
+  CHECK(s.http_host() == "0.0.0.0");
+  CHECK(s.http_port() == 9000);
+  CHECK(s.on_promote == "/usr/local/bin/promote --now");
+  CHECK(s.on_demote == "/usr/local/bin/demote");
+  CHECK(s.hook_timeout == Millis(60000));
+  CHECK(s.log_format == "json");
+}
+
+TEST_CASE("OpenMobster's openmobster-config.xml shape is read") {
+  TempDir dir;
+  const std::string path = dir.write("openmobster-config.xml", R"(<?xml version="1.0" encoding="UTF-8"?>
+
+<deployment xmlns="urn:jboss:bean-deployer:2.0">
+   <bean name="clustering://ClusterService" class="org.openmobster.core.cluster.ClusterService">
+   	  <!-- Make this value true to activate this node as a Cluster node -->
+   	  <property name="active">false</property>
+   	  <property name="cluster">mobile</property>
+   </bean>
+</deployment>
+)");
+  const Settings s = load_settings_file(path);
+  CHECK_FALSE(s.active);
+  CHECK(s.cluster == "mobile");
+  CHECK(s.ttl == Millis(10000));
+}
+
+TEST_CASE("a <value> child holds a property's value") {
+  TempDir dir;
+  const std::string path = dir.write("value.xml", R"(<deployment>
+  <bean name="x" class="y">
+    <property name="cluster"><value> shop </value></property>
+    <property name="renew">
+      <value>3s</value>
+    </property>
+  </bean>
+</deployment>
+)");
+  const Settings s = load_settings_file(path);
+  CHECK(s.cluster == "shop");
+  CHECK(s.renew == Millis(3000));
+}
+
+TEST_CASE("file errors are one line naming the file and line") {
+  TempDir dir;
+  struct Case {
+    const char* name;
+    const char* contents;
+    const char* message;  // after "<path>:"
+  };
+  const Case cases[] = {
+      {"unknown.xml",
+       "<lease-agent>\n"
+       "  <property name=\"ttl\">10s</property>\n"
+       "\n"
+       "  <property name=\"tll\">10s</property>\n"
+       "</lease-agent>\n",
+       "4: unknown setting 'tll'"},
+      {"duplicate.xml",
+       "<lease-agent>\n"
+       "  <property name=\"ttl\">10s</property>\n"
+       "  <bean>\n"
+       "    <property name=\"ttl\">12s</property>\n"
+       "  </bean>\n"
+       "</lease-agent>\n",
+       "4: setting 'ttl' given twice (first at line 2)"},
+      {"nameless.xml",
+       "<lease-agent>\n"
+       "  <property>10s</property>\n"
+       "</lease-agent>\n",
+       "2: <property> without a name attribute"},
+      {"malformed.xml",
+       "<lease-agent>\n"
+       "  <property name=\"ttl\">10s</property>\n"
+       "  <property name=\"renew\">2s</propert>\n"
+       "</lease-agent>\n",
+       "3: malformed XML: Start-end tags mismatch"},
+      {"empty.xml", "", "1: malformed XML: No document element found"},
+      {"bad-value.xml",
+       "<lease-agent>\n"
+       "  <property name=\"active\">true</property>\n"
+       "  <property name=\"ttl\">5</property>\n"
+       "</lease-agent>\n",
+       "3: ttl: bad duration '5': needs a unit: ms, s or m"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const std::string path = dir.write(c.name, c.contents);
+    const std::string message =
+        settings_error_of([&] { load_settings_file(path); });
+    CHECK(message == path + ":" + c.message);
+    CHECK(message.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("a missing file is an error naming it") {
+  TempDir dir;
+  const std::string path = dir.path() + "/absent.xml";
+  const std::string message = settings_error_of([&] { load_settings_file(path); });
+  CHECK(message == path + ": cannot read: No such file or directory");
+  CHECK(settings_error_of([&] { load_settings_file(dir.path()); }) ==
+        dir.path() + ": cannot read: Is a directory");
+}
+
+TEST_CASE("flags win over the file; only given flags are stored") {
+  TempDir dir;
+  const std::string path = dir.write("agent.xml", R"(<lease-agent>
+  <property name="cluster">from-file</property>
+  <property name="node">file-node</property>
+  <property name="ttl">20s</property>
+  <property name="log-format">json</property>
+</lease-agent>
+)");
+  CLI::App app{"settings test"};
+  FlagValues flags;
+  add_setting_flags(app, flags);
+  std::vector<std::string> args{"-c", path, "--cluster", "from-flag",
+                                "-b", "10.0.0.5:80", "--ttl", "4s"};
+  std::reverse(args.begin(), args.end());
+  app.parse(args);
+
+  CHECK(flags.config_file == path);
+  CHECK(flags.values ==
+        std::map<std::string, std::string>{{"address", "10.0.0.5:80"},
+                                           {"cluster", "from-flag"},
+                                           {"ttl", "4s"}});
+  const Settings s = load_settings(flags);
+  CHECK(s.cluster == "from-flag");      // flag over file
+  CHECK(s.node == "file-node");         // file over default
+  CHECK(s.address == "10.0.0.5:80");    // -b is --address
+  CHECK(s.ttl == Millis(4000));
+  CHECK(s.log_format == "json");
+  CHECK(s.renew == Millis(2000));       // default
+}
+
+TEST_CASE("flags work without a file, and a repeated flag takes the last") {
+  const Settings s = load_from_args({"--active", "false", "--http", "off",
+                                     "--address", "a", "--address", "b",
+                                     "--on-promote", "promote.sh"});
+  CHECK_FALSE(s.active);
+  CHECK_FALSE(s.http_enabled());
+  CHECK(s.address == "b");
+  CHECK(s.on_promote == "promote.sh");
+}
+
+TEST_CASE("validation errors name the flag or file line of the value") {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const Case cases[] = {
+      {{"--ttl", "5"}, "--ttl: bad duration '5': needs a unit: ms, s or m"},
+      {{"--renew", "6s"}, "--renew: renew 6s must be at most half of ttl 10s"},
+      {{"--ttl", "3s"}, "--ttl: renew 2s must be at most half of ttl 3s"},
+      {{"--ttl", "3s", "--renew", "2s"},
+       "--renew: renew 2s must be at most half of ttl 3s"},
+      {{"--ttl", "50ms", "--renew", "10ms"},
+       "--ttl: ttl 50ms is too short: at least 100ms"},
+      {{"--hook-timeout", "0s"}, "--hook-timeout: bad duration '0s': must be positive"},
+      {{"--active", "yes"}, "--active: 'yes' is not true or false"},
+      {{"--log-format", "xml"}, "--log-format: 'xml' is not text or json"},
+      {{"--http", "8700"}, "--http: bad address '8700': needs HOST:PORT or off"},
+      {{"--http", ":8700"},
+       "--http: bad address ':8700': needs a host, e.g. 0.0.0.0 for all"},
+      {{"--http", "localhost:0"},
+       "--http: bad address 'localhost:0': port must be 1..65535"},
+      {{"--http", "localhost:65536"},
+       "--http: bad address 'localhost:65536': port must be 1..65535"},
+      {{"--http", "localhost:http"},
+       "--http: bad address 'localhost:http': port must be 1..65535"},
+      {{"--http", "local host:80"},
+       "--http: bad address 'local host:80': bad host 'local host'"},
+      {{"--http", "::1:8700"},
+       "--http: bad address '::1:8700': bad host '::1'"},
+      {{"--http", "[::1]"}, "--http: bad address '[::1]': needs [IPv6]:PORT"},
+      {{"--cluster", ""}, "--cluster: must not be empty"},
+      {{"--node", std::string(64, 'n')},
+       "--node: '" + std::string(64, 'n') + "' is longer than 63 characters"},
+      {{"--node", "a\tb"}, "--node: must not contain control characters"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.message);
+    CHECK(settings_error_of([&] { load_from_args(c.args); }) == c.message);
+  }
+}
+
+TEST_CASE("validation accepts the edges") {
+  CHECK(load_from_args({"--ttl", "4s", "--renew", "2s"}).renew == Millis(2000));
+  CHECK(load_from_args({"--ttl", "100ms", "--renew", "50ms"}).ttl == Millis(100));
+  CHECK(load_from_args({"--node", std::string(63, 'n')}).node.size() == 63);
+  const Settings v6 = load_from_args({"--http", "[::1]:8701"});
+  CHECK(v6.http_host() == "::1");
+  CHECK(v6.http_port() == 8701);
+  const Settings named = load_from_args({"--http", "agent-1.example.com:65535"});
+  CHECK(named.http_host() == "agent-1.example.com");
+  CHECK(named.http_port() == 65535);
+}
+
+TEST_CASE("a renew/ttl conflict in the file names the file line") {
+  TempDir dir;
+  const std::string path = dir.write("timing.xml",
+                                     "<lease-agent>\n"
+                                     "  <property name=\"ttl\">10s</property>\n"
+                                     "  <property name=\"renew\">6s</property>\n"
+                                     "</lease-agent>\n");
+  CHECK(settings_error_of([&] { load_settings_file(path); }) ==
+        path + ":3: renew: renew 6s must be at most half of ttl 10s");
+}
+
+TEST_CASE("mask_dsn hides every password and changes nothing else") {
+  struct Case {
+    const char* dsn;
+    const char* masked;
+  };
+  const Case cases[] = {
+      {"", ""},
+      {"host=db user=app", "host=db user=app"},
+      {"host=db password=s3cret user=app", "host=db password=******** user=app"},
+      {"password=s3cret", "password=********"},
+      {"host=db password = s3cret", "host=db password = ********"},
+      {"host=db password='se cret' dbname=app", "host=db password=******** dbname=app"},
+      {"password='it\\'s s3cret' user=app", "password=******** user=app"},
+      {"password=s3\\ cret user=app", "password=******** user=app"},
+      {"password='unterminated s3cret", "password=********"},
+      {"passfile=/etc/pgpass host=db", "passfile=/etc/pgpass host=db"},
+      {"postgresql://app:s3cret@db:5432/app", "postgresql://app:********@db:5432/app"},
+      {"postgres://app:s3cret@db/app", "postgres://app:********@db/app"},
+      {"postgresql://app@db/app", "postgresql://app@db/app"},
+      {"postgresql://db/app", "postgresql://db/app"},
+      {"postgresql://app:s3cret@db1:5432,db2:5432/app?target_session_attrs=read-write",
+       "postgresql://app:********@db1:5432,db2:5432/app?target_session_attrs=read-write"},
+      {"postgresql://db/app?user=app&password=s3cret&sslmode=require",
+       "postgresql://db/app?user=app&password=********&sslmode=require"},
+      {"postgresql://db/app?password=s3cret", "postgresql://db/app?password=********"},
+      {"postgresql://app:s3%40cret@db/app?password=s3cret",
+       "postgresql://app:********@db/app?password=********"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.dsn);
+    const std::string masked = mask_dsn(c.dsn);
+    CHECK(masked == c.masked);
+    CHECK(masked.find("s3") == std::string::npos);
+    CHECK(masked.find("cret") == std::string::npos);
+  }
+}
+
+TEST_CASE("describe lists every setting in table order, DSN masked") {
+  Settings s;
+  s.node = "app1";
+  s.dsn = "host=db password=s3cret";
+  s.ttl = Millis(1500);
+  s.renew = Millis(60000);
+  const auto described = describe(s);
+  std::vector<std::string> names;
+  for (const auto& entry : described) names.push_back(entry.first);
+  CHECK(names == std::vector<std::string>{"active", "cluster", "node", "address",
+                                          "dsn", "ttl", "renew", "http",
+                                          "on-promote", "on-demote",
+                                          "hook-timeout", "log-format"});
+  CHECK(value_of(s, "active") == "true");
+  CHECK(value_of(s, "node") == "app1");
+  CHECK(value_of(s, "address") == "");
+  CHECK(value_of(s, "dsn") == "host=db password=********");
+  CHECK(value_of(s, "ttl") == "1500ms");
+  CHECK(value_of(s, "renew") == "1m");
+  CHECK(value_of(s, "hook-timeout") == "30s");
+  CHECK(value_of(s, "on-promote") == "");
+  for (const auto& entry : described) CHECK(entry.second.find("s3cret") == std::string::npos);
+}
+
+TEST_CASE("the example config files of config/ load") {
+#ifdef LEASE_AGENT_SOURCE_DIR
+  const std::string source_dir = LEASE_AGENT_SOURCE_DIR;
+  const Settings agent = load_settings_file(source_dir + "/config/agent.xml");
+  // agent.xml sets every setting to its default.
+  const Settings defaults = load_settings(FlagValues{});
+  CHECK(describe(agent) == describe(defaults));
+
+  const Settings openmobster =
+      load_settings_file(source_dir + "/config/openmobster-config.xml");
+  CHECK(openmobster.active);
+  CHECK(openmobster.cluster == "openmobster");
+  CHECK(openmobster.address == "10.0.0.11:8080");
+#else
+  WARN("LEASE_AGENT_SOURCE_DIR is not defined: skipped");
+#endif
+}

@@ -1,0 +1,479 @@
+// The election state machine with a fake store and a fake clock.
+#include "election.h"
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace lease_agent;
+using std::chrono::milliseconds;
+
+namespace {
+
+const Timing kTiming{milliseconds(2000), milliseconds(500)};
+
+// A fake clock: a time point that tests move by hand.
+struct FakeClock {
+  TimePoint now = TimePoint(std::chrono::hours(1));
+  void advance(milliseconds d) { now += d; }
+};
+
+// A fake lease store with the rules of sql/002_protocol.sql: one lease, nodes in
+// registration order, compare-and-set on the version. Liveness is by the store's
+// own idea of time (here the fake clock), as the database's is.
+class FakeStore {
+ public:
+  explicit FakeStore(FakeClock& clock) : clock_(clock) {}
+
+  HeartbeatAnswer heartbeat(const std::string& node, const std::string& incarnation,
+                            const HeartbeatRequest& req) {
+    HeartbeatAnswer a;
+    auto it = nodes_.find(node);
+    if (it != nodes_.end() && it->second.incarnation != incarnation && live(it->second)) {
+      a.duplicate = true;
+      a.duplicate_detail = it->second.incarnation + "@" + std::to_string(it->second.beats);
+      return a;
+    }
+    if (it == nodes_.end() || it->second.incarnation != incarnation || !live(it->second)) {
+      nodes_[node] = Node{incarnation, ++registrations_, clock_.now, 0};
+    }
+    Node& n = nodes_[node];
+    n.heartbeat = clock_.now;
+    ++n.beats;
+
+    const bool mine = holder == node && holder_incarnation == incarnation;
+    if (mine) {
+      if (req.epoch != epoch) {
+        ++epoch;
+        a.acquired = true;
+      }
+      ++version;
+    } else if (holder.empty() || (req.watched_version && *req.watched_version == version)) {
+      a.first_in_line = first_in_line();
+      if (a.first_in_line == node) {
+        holder = node;
+        holder_incarnation = incarnation;
+        ++epoch;
+        ++version;
+        a.acquired = true;
+      }
+    }
+    a.holder_is_me = holder == node && holder_incarnation == incarnation;
+    a.holder = holder;
+    a.epoch = epoch;
+    a.version = version;
+    return a;
+  }
+
+  void leave(const std::string& node, const std::string& incarnation) {
+    if (holder == node && holder_incarnation == incarnation) {
+      holder.clear();
+      holder_incarnation.clear();
+      ++version;
+    }
+    nodes_[node].heartbeat = clock_.now - kTiming.ttl;
+  }
+
+  std::string holder, holder_incarnation;
+  std::int64_t epoch = 0, version = 0;
+
+ private:
+  struct Node {
+    std::string incarnation;
+    int registered;
+    TimePoint heartbeat;
+    int beats;
+  };
+  bool live(const Node& n) const { return clock_.now - n.heartbeat < kTiming.ttl; }
+  std::string first_in_line() const {
+    std::string best;
+    int order = 0;
+    for (const auto& [name, n] : nodes_)
+      if (live(n) && (best.empty() || n.registered < order)) {
+        best = name;
+        order = n.registered;
+      }
+    return best;
+  }
+
+  FakeClock& clock_;
+  std::map<std::string, Node> nodes_;
+  int registrations_ = 0;
+};
+
+// One agent: an election and the steps the daemon takes around it.
+struct FakeAgent {
+  FakeAgent(std::string name, FakeStore& store, FakeClock& clock, std::string inc = "")
+      : name(std::move(name)), incarnation(inc.empty() ? this->name + "-1" : inc), store(store),
+        clock(clock), election(kTiming) {}
+
+  // A heartbeat that answers instantly.
+  Decision beat() {
+    election.tick(clock.now);
+    const HeartbeatRequest req = election.request(clock.now);
+    const HeartbeatAnswer a = store.heartbeat(name, incarnation, req);
+    return election.on_answer(req, a, clock.now, clock.now);
+  }
+  // A heartbeat if one is due now.
+  std::optional<Decision> beat_if_due() {
+    if (clock.now < election.next_heartbeat()) return std::nullopt;
+    return beat();
+  }
+  bool master() const { return election.is_master(clock.now); }
+
+  std::string name, incarnation;
+  FakeStore& store;
+  FakeClock& clock;
+  Election election;
+  bool alive = true;
+};
+
+// Runs every live agent's due heartbeats and deadlines, in steps of `step`, for `d`.
+void run_for(std::vector<FakeAgent*> agents, FakeClock& clock, milliseconds d,
+             milliseconds step = milliseconds(10)) {
+  for (milliseconds t(0); t < d; t += step) {
+    clock.advance(step);
+    int masters = 0;
+    for (FakeAgent* a : agents) {
+      if (!a->alive) continue;
+      a->election.tick(clock.now);
+      a->beat_if_due();
+      masters += a->master() ? 1 : 0;
+    }
+    REQUIRE(masters <= 1);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a lone agent acquires a free lease at once", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent a("n1", store, clock);
+  const Decision d = a.beat();
+  CHECK(d.transition == Transition::promote);
+  CHECK(d.reason.find("free") != std::string::npos);
+  CHECK(a.master());
+  CHECK(a.election.epoch() == 1);
+}
+
+TEST_CASE("the deadline is measured from before the renewal was sent", "[election]") {
+  Election e(kTiming);
+  const TimePoint sent = TimePoint(std::chrono::hours(1));
+  HeartbeatAnswer a;
+  a.holder_is_me = a.acquired = true;
+  a.holder = "n1";
+  a.epoch = 1;
+  a.version = 1;
+  const TimePoint received = sent + milliseconds(300);
+  const HeartbeatRequest req = e.request(sent);
+  REQUIRE(e.on_answer(req, a, sent, received).transition == Transition::promote);
+  CHECK(e.deadline() == sent + kTiming.ttl - kTiming.margin());
+  CHECK(e.is_master(sent + kTiming.ttl - kTiming.margin() - milliseconds(1)));
+  CHECK_FALSE(e.is_master(sent + kTiming.ttl - kTiming.margin()));
+}
+
+TEST_CASE("renewal, deadline and demotion: table of cases", "[election]") {
+  struct Case {
+    const char* name;
+    std::vector<milliseconds> renewal_gaps;  // time between successful renewals
+    milliseconds then_silent;                // no answer for this long
+    bool master_after;
+  };
+  const std::vector<Case> cases = {
+      {"renewing every renew stays master", {milliseconds(500), milliseconds(500)}, milliseconds(0), true},
+      {"silent just before the deadline stays master", {}, milliseconds(1799), true},
+      {"silent until the deadline demotes", {}, milliseconds(1800), false},
+      {"silent past ttl demotes", {}, milliseconds(2500), false},
+      {"late renewals extend the deadline", {milliseconds(1700), milliseconds(1700)}, milliseconds(1000), true},
+  };
+  for (const Case& c : cases) {
+    SECTION(c.name) {
+      FakeClock clock;
+      FakeStore store(clock);
+      FakeAgent a("n1", store, clock);
+      REQUIRE(a.beat().transition == Transition::promote);
+      for (milliseconds gap : c.renewal_gaps) {
+        clock.advance(gap);
+        CHECK(a.beat().transition == Transition::none);
+      }
+      clock.advance(c.then_silent);
+      const Decision d = a.election.tick(clock.now);
+      CHECK(a.master() == c.master_after);
+      CHECK((d.transition == Transition::demote) == !c.master_after);
+      if (!c.master_after) CHECK(d.reason.find("deadline passed") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("a failed renewal is retried quickly until the deadline, then demotes", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent a("n1", store, clock);
+  REQUIRE(a.beat().transition == Transition::promote);
+  clock.advance(milliseconds(500));
+  const TimePoint sent = clock.now;
+  clock.advance(milliseconds(20));
+  Decision d = a.election.on_failure(sent, clock.now, "connection lost");
+  CHECK(d.transition == Transition::none);
+  CHECK(d.notable);
+  CHECK(a.election.next_heartbeat() == clock.now + kTiming.retry());
+  CHECK(kTiming.retry() < kTiming.renew);
+  CHECK(a.master());
+  // Failures until the deadline: still retried at the quick pace, then demoted.
+  int failures = 0;
+  while (a.election.tick(clock.now).transition == Transition::none && failures < 100) {
+    clock.now = a.election.next_heartbeat();
+    a.election.on_failure(clock.now, clock.now, "connection lost");
+    ++failures;
+  }
+  CHECK_FALSE(a.master());
+  CHECK(failures >= 10);  // 1.8 s of retries every 100 ms
+  CHECK(failures < 100);
+}
+
+TEST_CASE("a standby backs off up to renew while the database is away", "[election]") {
+  Election e(kTiming);
+  TimePoint now = TimePoint(std::chrono::hours(1));
+  std::vector<milliseconds> waits;
+  for (int i = 0; i < 6; ++i) {
+    e.on_failure(now, now, "unreachable");
+    waits.push_back(std::chrono::duration_cast<milliseconds>(e.next_heartbeat() - now));
+  }
+  CHECK(waits.front() == kTiming.retry());
+  CHECK(waits.back() == kTiming.renew);
+  for (size_t i = 1; i < waits.size(); ++i) CHECK(waits[i] >= waits[i - 1]);
+}
+
+TEST_CASE("a standby takes an unreleased lease only after watching it unchanged for ttl", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  REQUIRE(n2.beat().transition == Transition::none);
+  const TimePoint crash = clock.now;
+  n1.alive = false;  // crashes right after renewing
+
+  // n2 keeps its heartbeat; the version it watches stays the same.
+  bool promoted = false;
+  TimePoint promoted_at{};
+  for (int i = 0; i < 400 && !promoted; ++i) {
+    clock.advance(milliseconds(10));
+    if (auto d = n2.beat_if_due(); d && d->transition == Transition::promote) {
+      promoted = true;
+      promoted_at = clock.now;
+      CHECK(d->reason.find("after watching version") != std::string::npos);
+    }
+  }
+  REQUIRE(promoted);
+  CHECK(promoted_at - crash >= kTiming.ttl);
+  CHECK(promoted_at - crash < kTiming.ttl + milliseconds(20));  // wakes exactly at first seen + ttl
+  CHECK(n2.election.epoch() == 2);
+}
+
+TEST_CASE("a renewal that slips in makes a takeover fail", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  clock.advance(kTiming.ttl);  // n2 has watched the version for ttl ...
+  const HeartbeatRequest req = n2.election.request(clock.now);
+  REQUIRE(req.watched_version);
+  // ... but n1's renewal reaches the store first (n1 was, say, slow but alive).
+  store.heartbeat("n1", "n1-1", HeartbeatRequest{1, std::nullopt});
+  const HeartbeatAnswer a = store.heartbeat("n2", "n2-1", req);
+  const Decision d = n2.election.on_answer(req, a, clock.now, clock.now);
+  CHECK(d.transition == Transition::none);
+  CHECK_FALSE(n2.master());
+  CHECK(store.holder == "n1");
+  // n2 watches the new version afresh: not before another ttl.
+  CHECK(n2.election.next_heartbeat() <= clock.now + kTiming.renew);
+  CHECK_FALSE(n2.election.request(clock.now + kTiming.ttl - milliseconds(1)).watched_version);
+  CHECK(n2.election.request(clock.now + kTiming.ttl).watched_version == a.version);
+}
+
+TEST_CASE("notifications restart the watch; stale ones are ignored", "[election]") {
+  Election e(kTiming);
+  TimePoint t = TimePoint(std::chrono::hours(1));
+  HeartbeatAnswer a;
+  a.holder = "n1";
+  a.epoch = 1;
+  a.version = 10;
+  e.on_answer({}, a, t, t);
+  e.on_notify(11, false, t + milliseconds(400));
+  CHECK(e.next_heartbeat() == t + kTiming.renew);  // the regular beat comes first
+  CHECK_FALSE(e.request(t + milliseconds(2100)).watched_version);
+  CHECK(e.request(t + milliseconds(2400)).watched_version == 11);
+  e.on_notify(9, false, t + milliseconds(900));  // a late, older version
+  CHECK(e.request(t + milliseconds(2400)).watched_version == 11);
+  e.on_notify(11, false, t + milliseconds(1000));  // the same version again
+  CHECK(e.request(t + milliseconds(2400)).watched_version == 11);
+}
+
+TEST_CASE("a release wakes the standby at once and the first in line takes it", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  n3.beat();
+  clock.advance(milliseconds(100));
+  REQUIRE(n1.election.resign(clock.now).transition == Transition::demote);
+  CHECK_FALSE(n1.master());
+  store.leave("n1", "n1-1");
+  n1.alive = false;
+  n2.election.on_notify(store.version, true, clock.now);
+  n3.election.on_notify(store.version, true, clock.now);
+  CHECK(n2.election.next_heartbeat() <= clock.now);
+  CHECK(n3.election.next_heartbeat() <= clock.now);
+  const Decision d3 = n3.beat();  // n3 asks first but is not first in line
+  CHECK(d3.transition == Transition::none);
+  CHECK(d3.reason.find("first in line is n2") != std::string::npos);
+  const Decision d2 = n2.beat();
+  CHECK(d2.transition == Transition::promote);
+  CHECK(d2.reason.find("free") != std::string::npos);
+  CHECK(store.epoch == 2);
+}
+
+TEST_CASE("succession follows registration order, again and again", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  std::vector<FakeAgent> agents;
+  agents.reserve(4);
+  for (const char* n : {"a", "b", "c", "d"}) {
+    agents.emplace_back(n, store, clock);
+    agents.back().beat();
+    clock.advance(milliseconds(50));
+  }
+  std::vector<FakeAgent*> all;
+  for (auto& a : agents) all.push_back(&a);
+  run_for(all, clock, milliseconds(1000));
+  std::vector<std::string> masters;
+  for (int round = 0; round < 4; ++round) {
+    FakeAgent* m = nullptr;
+    for (auto& a : agents)
+      if (a.alive && a.master()) m = &a;
+    REQUIRE(m != nullptr);
+    masters.push_back(m->name);
+    m->alive = false;  // crash
+    run_for(all, clock, kTiming.ttl + milliseconds(600));
+  }
+  CHECK(masters == std::vector<std::string>{"a", "b", "c", "d"});
+  CHECK(store.epoch == 4);
+}
+
+TEST_CASE("a paused master demotes on resume before any round trip", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  n1.beat();
+  n2.beat();
+  n1.alive = false;  // SIGSTOP
+  run_for({&n1, &n2}, clock, kTiming.ttl + milliseconds(600));
+  REQUIRE(n2.master());
+  // SIGCONT: the first thing n1 does is to judge its deadline.
+  n1.alive = true;
+  CHECK_FALSE(n1.master());
+  CHECK(n1.election.tick(clock.now).transition == Transition::demote);
+  const Decision d = n1.beat();
+  CHECK(d.transition == Transition::none);
+  CHECK(n1.election.last_answer().holder == "n2");
+  run_for({&n1, &n2}, clock, milliseconds(5000));
+  CHECK(n2.master());
+  CHECK_FALSE(n1.master());
+}
+
+TEST_CASE("an answer received too late is not acted on", "[election]") {
+  Election e(kTiming);
+  const TimePoint sent = TimePoint(std::chrono::hours(1));
+  HeartbeatAnswer a;
+  a.holder_is_me = a.acquired = true;
+  a.holder = "n1";
+  a.epoch = 1;
+  const Decision d = e.on_answer({}, a, sent, sent + kTiming.ttl);
+  CHECK(d.transition == Transition::none);
+  CHECK(d.reason.find("too late") != std::string::npos);
+  CHECK_FALSE(e.is_master(sent + kTiming.ttl));
+  CHECK(e.next_heartbeat() == sent + kTiming.ttl);
+}
+
+TEST_CASE("a lease the store says is ours at another epoch is a new term", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock);
+  // An acquisition whose answer was lost: the store holds it for n1 at epoch 1.
+  store.heartbeat("n1", "n1-1", {});
+  REQUIRE(store.holder == "n1");
+  clock.advance(milliseconds(100));
+  const Decision d = n1.beat();
+  CHECK(d.transition == Transition::promote);
+  CHECK(n1.election.epoch() == 2);
+}
+
+TEST_CASE("duplicate node name: a dead previous life is waited out, a live one is fatal", "[election]") {
+  SECTION("previous life dead") {
+    FakeClock clock;
+    FakeStore store(clock);
+    store.heartbeat("n1", "old", {});  // then the process died
+    FakeAgent n1("n1", store, clock, "new");
+    Decision d = n1.beat();
+    CHECK(d.transition == Transition::none);
+    CHECK(d.reason.find("waiting to see") != std::string::npos);
+    for (int i = 0; i < 10 && d.transition == Transition::none && !n1.master(); ++i) {
+      clock.now = n1.election.next_heartbeat();
+      d = n1.beat();
+    }
+    CHECK(d.transition == Transition::promote);  // once the old row expired
+  }
+  SECTION("another live agent") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent other("n1", store, clock, "other");
+    REQUIRE(other.beat().transition == Transition::promote);
+    FakeAgent n1("n1", store, clock, "new");
+    CHECK(n1.beat().transition == Transition::none);
+    clock.advance(kTiming.renew);
+    other.beat();  // its heartbeat moves: it is alive
+    const Decision d = n1.beat();
+    CHECK(d.transition == Transition::exit_duplicate);
+    CHECK(d.reason.find("held by another live agent") != std::string::npos);
+    CHECK(other.master());
+  }
+}
+
+TEST_CASE("a restarted process waits at the back of the line", "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  n1.beat();
+  n2.beat();
+  n1.alive = false;  // kill -9
+  run_for({&n1, &n2}, clock, kTiming.ttl + milliseconds(600));
+  REQUIRE(n2.master());
+  FakeAgent n1b("n1", store, clock, "n1-2");  // the same name, a new incarnation
+  run_for({&n1b, &n2}, clock, milliseconds(3000));
+  CHECK(n2.master());
+  CHECK_FALSE(n1b.master());
+  n2.alive = false;
+  run_for({&n1b, &n2}, clock, kTiming.ttl + milliseconds(600));
+  CHECK(n1b.master());
+}
+
+TEST_CASE("the database's clock is compared with ours: a warning, never a decision", "[election]") {
+  Election e(kTiming);
+  TimePoint t = TimePoint(std::chrono::hours(1));
+  HeartbeatAnswer a;
+  a.holder = "n2";
+  a.version = 1;
+  a.db_now_ms = 1e12;
+  CHECK(e.on_answer({}, a, t, t).warning.empty());
+  a.db_now_ms += 500;
+  CHECK(e.on_answer({}, a, t + milliseconds(500), t + milliseconds(500)).warning.empty());
+  a.db_now_ms += 3600 * 1000;  // the database's clock steps an hour
+  const Decision d = e.on_answer({}, a, t + milliseconds(1000), t + milliseconds(1000));
+  CHECK(d.warning.find("database clock advanced") != std::string::npos);
+  CHECK(d.transition == Transition::none);
+}

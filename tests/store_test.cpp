@@ -1,0 +1,313 @@
+// The SQL protocol (sql/) through the lease store, against a real PostgreSQL.
+#include "lease_store.h"
+
+#include <poll.h>
+
+#include <catch2/catch.hpp>
+#include <memory>
+
+#include "test_support.h"
+
+using namespace lease_agent;
+using namespace lease_agent_test;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::unique_ptr<LeaseStore> make_store(const std::string& cluster, const std::string& node,
+                                       const std::string& incarnation = "", bool listen = false) {
+  ensure_schema();
+  StoreOptions o;
+  o.dsn = test_dsn();
+  o.cluster = cluster;
+  o.node = node;
+  o.incarnation = incarnation.empty() ? node + "-inc" : incarnation;
+  o.address = node + ".example:8080";
+  o.ttl = milliseconds(2000);
+  o.renew = milliseconds(500);
+  auto s = std::make_unique<LeaseStore>(o);
+  s->connect(listen);
+  return s;
+}
+
+HeartbeatRequest as_master(std::int64_t epoch) { return HeartbeatRequest{epoch, std::nullopt}; }
+HeartbeatRequest watching(std::int64_t version) { return HeartbeatRequest{std::nullopt, version}; }
+
+// Makes a node's registration expire now, as if it had stopped heartbeating ttl ago.
+void expire_node(const std::string& cluster, const std::string& node) {
+  auto c = connect_db();
+  pqxx::nontransaction tx(*c);
+  tx.exec("UPDATE lease_agent.node SET expires_at = clock_timestamp() - interval '1 ms' WHERE cluster = " +
+          tx.quote(cluster) + " AND node = " + tx.quote(node));
+}
+
+// Waits (bounded) for notices on a listening store.
+std::vector<LeaseNotice> await_notices(LeaseStore& s, int timeout_ms = 5000) {
+  pollfd p{s.socket(), POLLIN, 0};
+  std::vector<LeaseNotice> got = s.take_notices();
+  if (!got.empty()) return got;
+  if (::poll(&p, 1, timeout_ms) <= 0) return {};
+  return s.take_notices();
+}
+
+}  // namespace
+
+TEST_CASE("the first of two contenders acquires, the second stands by", "[store]") {
+  const std::string c = unique_cluster("two");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  const HeartbeatAnswer a1 = n1->heartbeat({});
+  CHECK(a1.holder_is_me);
+  CHECK(a1.acquired);
+  CHECK(a1.epoch == 1);
+  const HeartbeatAnswer a2 = n2->heartbeat({});
+  CHECK_FALSE(a2.holder_is_me);
+  CHECK(a2.holder == "n1");
+  CHECK(a2.holder_address == "n1.example:8080");
+  CHECK(a2.version == a1.version);
+  CHECK(a2.db_now_ms > 0);
+  CHECK(query_value("SELECT node FROM lease_agent.master WHERE cluster = '" + c + "'") == "n1");
+  CHECK(query_value("SELECT address FROM lease_agent.master WHERE cluster = '" + c + "'") == "n1.example:8080");
+}
+
+TEST_CASE("a renewal keeps the epoch and moves the version", "[store]") {
+  const std::string c = unique_cluster("renew");
+  auto n1 = make_store(c, "n1");
+  const HeartbeatAnswer a = n1->heartbeat({});
+  const HeartbeatAnswer b = n1->heartbeat(as_master(a.epoch));
+  CHECK(b.holder_is_me);
+  CHECK_FALSE(b.acquired);
+  CHECK(b.epoch == a.epoch);
+  CHECK(b.version > a.version);
+  CHECK(b.lease_left_ms > 1500);
+}
+
+TEST_CASE("compare-and-set on the version: a renewal that slips in makes a takeover fail", "[store]") {
+  const std::string c = unique_cluster("cas");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  const HeartbeatAnswer a1 = n1->heartbeat({});
+  const HeartbeatAnswer seen = n2->heartbeat({});
+  // n1 renews before n2's takeover arrives.
+  n1->heartbeat(as_master(a1.epoch));
+  expire_node(c, "n1");  // even if n1 looked dead by the database's clock
+  const HeartbeatAnswer t = n2->heartbeat(watching(seen.version));
+  CHECK_FALSE(t.holder_is_me);
+  CHECK(t.holder == "n1");
+  CHECK(t.epoch == 1);
+  // At the version it now watches, the takeover succeeds, at epoch + 1.
+  const HeartbeatAnswer t2 = n2->heartbeat(watching(t.version));
+  CHECK(t2.holder_is_me);
+  CHECK(t2.acquired);
+  CHECK(t2.epoch == 2);
+  // The old master's next renewal finds the lease gone.
+  const HeartbeatAnswer old = n1->heartbeat(as_master(1));
+  CHECK_FALSE(old.holder_is_me);
+  CHECK(old.holder == "n2");
+}
+
+TEST_CASE("succession goes to the first live node by registration, among three", "[store]") {
+  const std::string c = unique_cluster("three");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  auto n3 = make_store(c, "n3");
+  n1->heartbeat({});
+  n2->heartbeat({});
+  const HeartbeatAnswer s3 = n3->heartbeat({});
+  expire_node(c, "n1");
+  // n3 watched the version for ttl, but n2 is first in line: no.
+  const HeartbeatAnswer t3 = n3->heartbeat(watching(s3.version));
+  CHECK_FALSE(t3.holder_is_me);
+  CHECK(t3.first_in_line == "n2");
+  const HeartbeatAnswer t2 = n2->heartbeat(watching(s3.version));
+  CHECK(t2.holder_is_me);
+  CHECK(t2.epoch == 2);
+  // Then n2 dies: n3 is next.
+  expire_node(c, "n2");
+  const HeartbeatAnswer u3 = n3->heartbeat(watching(t2.version));
+  CHECK(u3.holder_is_me);
+  CHECK(u3.epoch == 3);
+}
+
+TEST_CASE("a release notifies, and the first in line takes the free lease at once", "[store]") {
+  const std::string c = unique_cluster("release");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2", "", /*listen=*/true);
+  auto n3 = make_store(c, "n3");
+  const HeartbeatAnswer a = n1->heartbeat({});
+  n2->heartbeat({});
+  n3->heartbeat({});
+  n2->take_notices();
+  // A renewal notifies with the new version, "held".
+  const HeartbeatAnswer r = n1->heartbeat(as_master(a.epoch));
+  std::vector<LeaseNotice> got = await_notices(*n2);
+  REQUIRE_FALSE(got.empty());
+  CHECK(got.back().version == r.version);
+  CHECK_FALSE(got.back().free);
+  // The release notifies "free".
+  CHECK(n1->leave());
+  got = await_notices(*n2);
+  REQUIRE_FALSE(got.empty());
+  CHECK(got.back().free);
+  CHECK(query_value("SELECT count(*) FROM lease_agent.master WHERE cluster = '" + c + "'") == "0");
+  // n3 asks first but n2 is first in line (n1 is gone).
+  const HeartbeatAnswer t3 = n3->heartbeat({});
+  CHECK_FALSE(t3.holder_is_me);
+  CHECK(t3.first_in_line == "n2");
+  const HeartbeatAnswer t2 = n2->heartbeat({});
+  CHECK(t2.holder_is_me);
+  CHECK(t2.epoch == 2);
+  // Leaving twice changes nothing; the registration is kept, marked gone.
+  CHECK_FALSE(n1->leave());
+  CHECK(query_value("SELECT expires_at <= clock_timestamp() FROM lease_agent.node WHERE cluster = '" + c +
+                    "' AND node = 'n1'") == "t");
+}
+
+TEST_CASE("a notification of another cluster is not ours", "[store]") {
+  const std::string c = unique_cluster("mine");
+  const std::string other = unique_cluster("other");
+  auto listener = make_store(c, "n1", "", true);
+  auto o = make_store(other, "x");
+  o->heartbeat({});
+  auto m = make_store(c, "n2");
+  m->heartbeat({});  // acquires in c: one notice
+  const std::vector<LeaseNotice> got = await_notices(*listener);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].version == 1);
+}
+
+TEST_CASE("epochs grow by one at every acquisition", "[store]") {
+  const std::string c = unique_cluster("epochs");
+  std::vector<std::int64_t> epochs;
+  for (int i = 0; i < 4; ++i) {
+    auto n = make_store(c, "n" + std::to_string(i));
+    const HeartbeatAnswer a = n->heartbeat({});
+    REQUIRE(a.holder_is_me);
+    epochs.push_back(a.epoch);
+    n->leave();
+  }
+  CHECK(epochs == std::vector<std::int64_t>{1, 2, 3, 4});
+}
+
+TEST_CASE("an incarnation: a live one is refused, a restart joins the back of the line", "[store]") {
+  const std::string c = unique_cluster("incarnation");
+  auto n1 = make_store(c, "n1", "first-life");
+  auto n2 = make_store(c, "n2");
+  n1->heartbeat({});
+  const HeartbeatAnswer s2 = n2->heartbeat({});
+  auto again = make_store(c, "n1", "second-life");
+  const HeartbeatAnswer d = again->heartbeat({});
+  CHECK(d.duplicate);
+  CHECK(d.duplicate_detail.find("first-life") != std::string::npos);
+  CHECK(query_value("SELECT incarnation FROM lease_agent.node WHERE cluster = '" + c + "' AND node = 'n1'") ==
+        "first-life");
+  // The first life dies. The second registers behind n2 and does not inherit the lease.
+  expire_node(c, "n1");
+  const HeartbeatAnswer r = again->heartbeat({});
+  CHECK_FALSE(r.duplicate);
+  CHECK_FALSE(r.holder_is_me);
+  CHECK(r.holder == "n1");
+  CHECK(query_value("SELECT string_agg(node, ',' ORDER BY registered_at, node) FROM lease_agent.node "
+                    "WHERE cluster = '" + c + "' AND expires_at > clock_timestamp()") == "n2,n1");
+  const HeartbeatAnswer t = n2->heartbeat(watching(s2.version));
+  CHECK(t.holder_is_me);
+}
+
+TEST_CASE("a lease of ours at an epoch we did not claim starts a new term", "[store]") {
+  const std::string c = unique_cluster("indoubt");
+  auto n1 = make_store(c, "n1");
+  const HeartbeatAnswer a = n1->heartbeat({});  // say this answer was lost
+  const HeartbeatAnswer b = n1->heartbeat({});
+  CHECK(b.holder_is_me);
+  CHECK(b.acquired);
+  CHECK(b.epoch == a.epoch + 1);
+}
+
+TEST_CASE("assert_master fences a stale master in the caller's transaction", "[store]") {
+  const std::string c = unique_cluster("fence");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  const HeartbeatAnswer a = n1->heartbeat({});
+  const HeartbeatAnswer s = n2->heartbeat({});
+  auto conn = connect_db();
+  {
+    pqxx::work tx(*conn);
+    CHECK_NOTHROW(tx.exec("SELECT lease_agent.assert_master(" + tx.quote(c) + ", 'n1', " +
+                          std::to_string(a.epoch) + ")"));
+    tx.commit();
+  }
+  expire_node(c, "n1");
+  REQUIRE(n2->heartbeat(watching(s.version)).holder_is_me);
+  {
+    pqxx::work tx(*conn);
+    tx.exec("CREATE TEMP TABLE IF NOT EXISTS app_write (v int)");
+    tx.exec("INSERT INTO app_write VALUES (1)");
+    try {
+      tx.exec("SELECT lease_agent.assert_master(" + tx.quote(c) + ", 'n1', " + std::to_string(a.epoch) + ")");
+      FAIL("assert_master accepted a stale master");
+    } catch (const pqxx::sql_error& e) {
+      CHECK(e.sqlstate() == "LA001");
+      CHECK(std::string(e.what()).find("not the master") != std::string::npos);
+    }
+  }
+  {
+    pqxx::work tx(*conn);
+    CHECK_THROWS(tx.exec("SELECT lease_agent.assert_master(" + tx.quote(c) + ", 'n2', 99)"));
+  }
+  {
+    pqxx::work tx(*conn);
+    CHECK_NOTHROW(tx.exec("SELECT lease_agent.assert_master(" + tx.quote(c) + ", 'n2', 2)"));
+  }
+}
+
+TEST_CASE("applying the schema twice changes nothing", "[store]") {
+  ensure_schema();
+  const std::string before = query_value(
+      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname)) "
+      "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'lease_agent'");
+  StoreOptions o;
+  o.dsn = test_dsn();
+  LeaseStore s(o);
+  s.connect(false, false);
+  s.apply_schema();
+  s.apply_schema();
+  const std::string after = query_value(
+      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname)) "
+      "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'lease_agent'");
+  CHECK(before == after);
+  CHECK(query_value("SELECT version FROM lease_agent.schema_info") == std::to_string(kSchemaVersion));
+  CHECK(query_value("SELECT count(*) FROM lease_agent.schema_info") == "1");
+}
+
+TEST_CASE("the agent's connection options: timeouts added, the user's own kept", "[store]") {
+  const std::string info = effective_conninfo("host=db port=5433 connect_timeout=7", milliseconds(2000),
+                                              milliseconds(500), "lease-agent n1");
+  CHECK(info.find("connect_timeout='7'") != std::string::npos);
+  CHECK(info.find("tcp_user_timeout='1000'") != std::string::npos);
+  CHECK(info.find("keepalives='1'") != std::string::npos);
+  CHECK(info.find("host='db'") != std::string::npos);
+  const std::string uri = effective_conninfo("postgresql://u@h:5/d?application_name=x", milliseconds(10000),
+                                             milliseconds(2000), "lease-agent n1");
+  CHECK(uri.find("application_name='x'") != std::string::npos);
+  CHECK(uri.find("connect_timeout='10'") != std::string::npos);
+  CHECK_THROWS_AS(effective_conninfo("host='unterminated", milliseconds(2000), milliseconds(500), "x"), StoreError);
+}
+
+TEST_CASE("cluster status lists every node in registration order", "[store]") {
+  const std::string c = unique_cluster("status");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  n1->heartbeat({});
+  n2->heartbeat({});
+  n1->leave();
+  const HeartbeatAnswer a = n2->heartbeat({});
+  REQUIRE(a.holder_is_me);
+  const ClusterStatus cs = n2->cluster_status();
+  CHECK(cs.holder == "n2");
+  CHECK(cs.epoch == 2);
+  REQUIRE(cs.nodes.size() == 2);
+  CHECK(cs.nodes[0].node == "n1");
+  CHECK(cs.nodes[0].role == "gone");
+  CHECK(cs.nodes[1].role == "master");
+  CHECK(cs.nodes[1].address == "n2.example:8080");
+}

@@ -97,13 +97,13 @@ class Agent {
     return v;
   }
 
+  // From here on the agent is not master (503, on-demote queued), whatever answer
+  // may still be in flight: the worker feeds no answer to the election once stopping.
   void request_stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!stopping_) {
-        stopping_ = true;
-        apply(election_.resign(Clock::now()));  // 503 and on-demote before anything else
-      }
+      stopping_ = true;
+      apply(election_.resign(Clock::now()));
     }
     wake();
   }
@@ -240,6 +240,7 @@ int Agent::worker_loop() {
       const TimePoint received = Clock::now();
       std::vector<LeaseNotice> notices = store_->take_notices();
       std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return kExitClean;  // the lease, if ours, is released by leave()
       last_latency_ms_ = ms_between(sent, received);
       apply(election_.tick(received));
       const Decision d = election_.on_answer(req, a, sent, received);

@@ -136,6 +136,11 @@ void LeaseStore::fail(const std::exception& e, const char* doing) {
                            "): run `lease-agent schema apply`",
                        true);
     }
+    if (state == "42501") {
+      disconnect();
+      throw StoreError(std::string(doing) + ": " + what + " (grant the agent's role access to schema lease_agent)",
+                       true);
+    }
     // A statement or lock timeout leaves the connection usable.
     if (state == "57014" || state == "55P03")
       throw StoreError(std::string(doing) + ": " + what, false);

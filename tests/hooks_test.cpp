@@ -343,7 +343,10 @@ TEST_CASE("hooks start with no blocked signals and default dispositions") {
   REQUIRE(::pthread_sigmask(SIG_BLOCK, &block, &old_mask) == 0);
 
   HookRunner runner("c", "n", 200ms);
-  int status = runner.run_now(call("grep -E '^(SigBlk|SigIgn):' /proc/$$/status > " + q(out)));
+  // exec: the shell itself becomes grep, which reads its own mask (a waiting
+  // dash blocks signals for a moment, so /proc/$$ would be a race).
+  int status =
+      runner.run_now(call("exec grep -E '^(SigBlk|SigIgn):' /proc/self/status > " + q(out)));
   // SIGTERM must reach a hook that outlives its timeout.
   int killed = runner.run_now(call("sleep 30"));
 

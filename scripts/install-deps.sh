@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what lease-agent needs to build, test and run its demo, from Debian 12's packages.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libpqxx-dev libpq-dev libcli11-dev libpugixml-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
+  postgresql faketime curl ca-certificates procps
+)
+
+sudo=
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+fi
+
+echo "+ apt-get update"
+$sudo apt-get update
+echo "+ apt-get install -y --no-install-recommends ${packages[*]}"
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"

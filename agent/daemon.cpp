@@ -16,6 +16,7 @@
 #include <cstring>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -155,9 +156,18 @@ class Agent {
 int Agent::worker_loop() {
   milliseconds backoff = election_.timing().retry();
   TimePoint next_connect{};
-  std::string last_connect_error;
-  TimePoint down_since{};
-  bool was_connected = false;
+  bool ever_connected = false;
+  // An outage is logged once when it starts, again when its error changes, and
+  // once when it ends.
+  std::optional<TimePoint> outage_since;
+  std::string outage_error;
+  auto outage = [&](const std::string& error, TimePoint at) {
+    if (!outage_since) outage_since = at;
+    if (error != outage_error)
+      log_warning(error + "; retrying with backoff up to " + std::to_string(election_.timing().renew.count()) + "ms",
+                  {{"event", "database-unreachable"}});
+    outage_error = error;
+  };
 
   for (;;) {
     {
@@ -176,23 +186,21 @@ int Agent::worker_loop() {
       }
       try {
         store_->connect();
-        log_info("connected to the database", {{"database", store_->describe_connection()}});
-        if (was_connected)
-          log_info("database reachable again after " + std::to_string(ms_between(down_since, Clock::now())) + "ms");
-        was_connected = true;
-        last_connect_error.clear();
+        if (!ever_connected || outage_since)
+          log_info(outage_since ? "connected to the database again after " +
+                                      std::to_string(ms_between(*outage_since, Clock::now())) + "ms"
+                                : std::string("connected to the database"),
+                   {{"database", store_->describe_connection()}});
+        ever_connected = true;
+        outage_since.reset();
+        outage_error.clear();
         backoff = election_.timing().retry();
       } catch (const StoreError& e) {
         if (e.fatal()) {
           log_error(e.what(), {{"event", "fatal"}});
           return kExitFault;
         }
-        if (last_connect_error.empty()) down_since = now;
-        if (e.what() != last_connect_error)
-          log_warning(std::string(e.what()) + "; retrying with backoff up to " +
-                      std::to_string(election_.timing().renew.count()) + "ms",
-                      {{"event", "database-unreachable"}});
-        last_connect_error = e.what();
+        outage(e.what(), now);
         next_connect = Clock::now() + backoff;
         backoff = std::min(backoff * 2, election_.timing().renew);
         continue;
@@ -218,10 +226,7 @@ int Agent::worker_loop() {
           std::lock_guard<std::mutex> lock(mu_);
           for (const LeaseNotice& n : notices) apply(election_.on_notify(n.version, n.free, received));
         } catch (const StoreError& e) {
-          std::lock_guard<std::mutex> lock(mu_);
-          down_since = Clock::now();
-          last_connect_error = e.what();
-          log_warning(std::string(e.what()) + "; reconnecting", {{"event", "database-unreachable"}});
+          outage(e.what(), Clock::now());
         }
       }
       continue;
@@ -257,12 +262,7 @@ int Agent::worker_loop() {
       apply(election_.tick(failed));
       const Decision d = election_.on_failure(sent, failed, e.what());
       if (d.notable) log_warning(d.reason, {{"event", "heartbeat-failed"}});
-      if (!store_->connected()) {
-        down_since = failed;
-        last_connect_error = e.what();
-        next_connect = failed + election_.timing().retry();
-        was_connected = true;
-      }
+      if (!store_->connected()) next_connect = failed + election_.timing().retry();
     }
   }
 }

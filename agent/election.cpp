@@ -178,7 +178,7 @@ Decision Election::on_failure(TimePoint sent, TimePoint now, const std::string& 
     wait = std::min(wait, timing_.renew);
   }
   regular_next_ = now + wait;
-  d.notable = failures_ == 1;
+  d.notable = failures_ == 1 || failures_ % 20 == 0;  // the start of an outage, then now and then
   std::ostringstream r;
   r << "heartbeat sent " << ms(now - sent) << "ms ago failed: " << error << "; ";
   if (holding_)

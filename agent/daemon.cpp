@@ -24,6 +24,7 @@
 #include "hooks.h"
 #include "lease_store.h"
 #include "log.h"
+#include "metrics.h"
 #include "role_endpoints.h"
 
 namespace lease_agent {
@@ -49,18 +50,24 @@ class Agent {
   // Applies a decision of the election: logs it, queues hooks, re-arms the timer.
   // REQUIRES: mu_ held.
   void apply(const Decision& d) {
-    if (!d.warning.empty()) log_warning(d.warning, {{"event", "clock-drift"}});
+    if (!d.warning.empty()) {
+      metrics_.clock_warning();
+      log_warning(d.warning, {{"event", "clock-drift"}});
+    }
     switch (d.transition) {
       case Transition::promote:
+        metrics_.promoted();
         log_info(d.reason, {{"event", "promote"}, {"role", "master"}, {"epoch", std::to_string(election_.epoch())}});
         hooks_.enqueue({"on-promote", settings_.on_promote, "master", election_.epoch()});
         break;
       case Transition::demote:
+        metrics_.demoted();
         log_warning(d.reason, {{"event", "demote"}, {"role", "standby"}, {"epoch", std::to_string(election_.epoch())}});
         hooks_.enqueue({"on-demote", settings_.on_demote, "standby", election_.epoch()});
         break;
       case Transition::exit_duplicate:
-        log_error(d.reason, {{"event", "duplicate-node"}});
+        log_error("node " + settings_.node + " of cluster " + settings_.cluster + ": " + d.reason,
+                  {{"event", "duplicate-node"}});
         break;
       case Transition::none:
         if (d.notable) log_info(d.reason);
@@ -100,6 +107,12 @@ class Agent {
 
   // From here on the agent is not master (503, on-demote queued), whatever answer
   // may still be in flight: the worker feeds no answer to the election once stopping.
+  std::string metrics() {
+    std::lock_guard<std::mutex> lock(mu_);
+    const TimePoint now = Clock::now();
+    return metrics_.render(!stopping_ && election_.is_master(now), election_.healthy(now), election_.epoch());
+  }
+
   void request_stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -148,6 +161,7 @@ class Agent {
   bool timer_done_ = false;
   bool stopping_ = false;
   long long last_latency_ms_ = -1;
+  AgentMetrics metrics_;
   int wake_fd_ = -1;
   std::unique_ptr<LeaseStore> store_;
 };
@@ -200,6 +214,10 @@ int Agent::worker_loop() {
           log_error(e.what(), {{"event", "fatal"}});
           return kExitFault;
         }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          metrics_.connect_error();
+        }
         outage(e.what(), now);
         next_connect = Clock::now() + backoff;
         backoff = std::min(backoff * 2, election_.timing().renew);
@@ -247,6 +265,7 @@ int Agent::worker_loop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return kExitClean;  // the lease, if ours, is released by leave()
       last_latency_ms_ = ms_between(sent, received);
+      metrics_.round_trip(std::chrono::duration<double>(received - sent).count());
       apply(election_.tick(received));
       const Decision d = election_.on_answer(req, a, sent, received);
       apply(d);
@@ -260,6 +279,7 @@ int Agent::worker_loop() {
       }
       std::lock_guard<std::mutex> lock(mu_);
       apply(election_.tick(failed));
+      metrics_.heartbeat_error();
       const Decision d = election_.on_failure(sent, failed, e.what());
       if (d.notable) log_warning(d.reason, {{"event", "heartbeat-failed"}});
       if (!store_->connected()) next_connect = failed + election_.timing().retry();
@@ -286,6 +306,7 @@ int run_standalone(const Settings& s) {
   HookRunner hooks(s.cluster, s.node, s.hook_timeout);
   hooks.enqueue({"on-promote", s.on_promote, "master", 0});
   std::atomic<bool> stopping{false};
+  AgentMetrics standalone_metrics;
   RoleEndpoints http([&] {
     RoleView v;
     v.cluster = s.cluster;
@@ -297,7 +318,7 @@ int run_standalone(const Settings& s) {
     v.master_node = s.node;
     v.master_address = s.address;
     return v;
-  });
+  }, [&] { return standalone_metrics.render(!stopping, true, 0); });
   std::string error;
   if (s.http_enabled() && !http.start(s.http_host(), s.http_port(), error)) {
     log_error("http: " + error);
@@ -347,7 +368,7 @@ int run_daemon(const Settings& s) {
   const std::string incarnation = new_incarnation();
   agent.store_ = std::make_unique<LeaseStore>(
       StoreOptions{s.dsn, s.cluster, s.node, incarnation, s.address, s.ttl, s.renew});
-  RoleEndpoints http([&agent] { return agent.view(); });
+  RoleEndpoints http([&agent] { return agent.view(); }, [&agent] { return agent.metrics(); });
   std::string error;
   if (s.http_enabled() && !http.start(s.http_host(), s.http_port(), error)) {
     log_error("http: " + error);

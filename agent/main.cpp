@@ -88,7 +88,7 @@ int apply_schema(const Settings& s) {
 int main(int argc, char** argv) {
   CLI::App app{"lease-agent: failover agent for servers that share one PostgreSQL database"};
   app.set_version_flag("--version", std::string("lease-agent ") + LEASE_AGENT_VERSION);
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // none is reported below, naming the commands
 
   FlagValues run_flags, status_flags, apply_flags, switchover_flags, check_flags;
   CLI::App* run = app.add_subcommand("run", "the daemon: register, heartbeat, contend, serve the role endpoints");
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   status->add_flag("--json", status_json, "print JSON for scripts");
 
   CLI::App* schema = app.add_subcommand("schema", "the SQL of sql/, embedded at build time");
-  schema->require_subcommand(1);
+  schema->require_subcommand(0, 1);
   CLI::App* schema_apply = schema->add_subcommand("apply", "apply it to the database (idempotent)");
   add_setting_flags(*schema_apply, apply_flags);
   CLI::App* schema_print = schema->add_subcommand("print", "print it");
@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
     }
     if (*status) return print_status(load_settings(status_flags), status_json);
     if (*schema_apply) return apply_schema(load_settings(apply_flags));
+    if (*schema) return usage_error("schema: apply or print is required");
     if (*run) {
       const Settings s = load_settings(run_flags);
       block_stop_signals();
@@ -151,5 +152,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lease-agent: %s\n", e.what());
     return kExitFault;
   }
-  return kExitUsage;
+  return usage_error("a command is required: run, status, schema, switchover or check-config (see --help)");
 }

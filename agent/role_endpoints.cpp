@@ -33,7 +33,8 @@ std::string status_json(const RoleView& v) {
   return j.dump() + "\n";
 }
 
-RoleEndpoints::RoleEndpoints(std::function<RoleView()> view) : view_(std::move(view)) {}
+RoleEndpoints::RoleEndpoints(std::function<RoleView()> view, std::function<std::string()> metrics)
+    : view_(std::move(view)), metrics_(std::move(metrics)) {}
 
 RoleEndpoints::~RoleEndpoints() { stop(); }
 
@@ -61,6 +62,11 @@ bool RoleEndpoints::start(const std::string& host, int port, std::string& error)
   server_->Get("/status", [this](const httplib::Request&, httplib::Response& res) {
     res.status = 200;
     res.set_content(status_json(view_()), "application/json");
+  });
+
+  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    res.set_content(metrics_(), "text/plain; version=0.0.4");
   });
 
   if (!server_->bind_to_port(host, port)) {

@@ -32,10 +32,11 @@ struct RoleView {
 };
 
 // Serves the endpoints on a thread pool of its own. Every answer asks `view`
-// afresh, so /master is judged at the moment of the request.
+// afresh, so /master is judged at the moment of the request; /metrics answers
+// what `metrics` returns (Prometheus text format).
 class RoleEndpoints {
  public:
-  explicit RoleEndpoints(std::function<RoleView()> view);
+  RoleEndpoints(std::function<RoleView()> view, std::function<std::string()> metrics);
   ~RoleEndpoints();  // stops and joins
   RoleEndpoints(const RoleEndpoints&) = delete;
   RoleEndpoints& operator=(const RoleEndpoints&) = delete;
@@ -46,6 +47,7 @@ class RoleEndpoints {
 
  private:
   std::function<RoleView()> view_;
+  std::function<std::string()> metrics_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 };

@@ -49,6 +49,7 @@ for i in 1 2 3; do
     --on-promote 'echo "on-promote: $LEASE_AGENT_NODE is master at epoch $LEASE_AGENT_EPOCH"' \
     2>"$work/node$i.log" &
   pids+=($!)
+  disown "$!"  # no job-control chatter when the demo kills it
   if [ "$i" = 1 ]; then await 8711 /master; else await "$((8710 + i))" /standby; fi
 done
 "$agent" status --dsn "$dsn" --cluster demo

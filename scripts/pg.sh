@@ -6,6 +6,8 @@
 #                               prints the environment to use, also written
 #                               to DIR/env for `. DIR/env`
 #   scripts/pg.sh stop DIR      stop the server (fast shutdown), remove DIR
+#   scripts/pg.sh restart DIR [fast|immediate]
+#                               restart the server (for fault injection)
 #   scripts/pg.sh status DIR    exit 0 when the server of DIR is running
 #
 # The server listens on 127.0.0.1 on a free port and on a Unix socket in DIR.
@@ -30,7 +32,7 @@ say() { echo "pg.sh: $*" >&2; }
 die() { echo "pg.sh: error: $*" >&2; exit 1; }
 
 usage() {
-  echo "usage: $0 start [DIR] | stop DIR | status DIR" >&2
+  echo "usage: $0 start [DIR] | stop DIR | restart DIR [fast|immediate] | status DIR" >&2
   exit 2
 }
 
@@ -245,6 +247,18 @@ cmd_stop() {
   say "stopped and removed $dir"
 }
 
+cmd_restart() {
+  local dir=${1:-} how=${2:-fast}
+  [ -n "$dir" ] || usage
+  case "$how" in fast|immediate) ;; *) usage ;; esac
+  dir=$(realpath -m -- "$dir")
+  [ -f "$dir/$MARKER" ] || die "$dir was not created by pg.sh; not touching it"
+  # pg_ctl restart keeps the options the server was started with (postmaster.opts).
+  as_pg "$BIN/pg_ctl" -D "$dir/data" -m "$how" -w -t 60 -l "$dir/postgres.log" restart >/dev/null ||
+    die "could not restart the server in $dir"
+  say "restarted ($how) the server in $dir"
+}
+
 cmd_status() {
   local dir=${1:-}
   [ -n "$dir" ] || usage
@@ -265,6 +279,7 @@ done
 case "$1" in
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
   status) shift; cmd_status "$@" ;;
   *) usage ;;
 esac

@@ -1,0 +1,1322 @@
+// The fault-injection suite: N lease-agent processes on loopback against a real
+// PostgreSQL, faults injected one after another from a seed, and a checker that reads
+// the history and proves DESIGN.md's promises held. README.md in this directory tells
+// how to run it and what each check means.
+//
+//   fault_suite [--seed S] [--duration 60s] [--agents 5] [--ttl 1s] [--renew 250ms]
+//               [--only kind,kind] [--keep]
+//   fault_suite --record FILE      (the agents' on-promote/on-demote hook; internal)
+//
+// The database comes from LEASE_AGENT_TEST_DSN (and --dsn); restarts of PostgreSQL need
+// the directory of scripts/pg.sh in LEASE_AGENT_TEST_PGDIR (and --pgdir), else those
+// faults are skipped. Exit status: 0 no violation, 1 violations, 2 bad usage or setup.
+//
+// What is recorded, all on CLOCK_MONOTONIC, which every process of the machine shares:
+//  - samples: every agent's GET /status, polled every ~10 ms, with the time the request
+//    was sent and the time its answer came back, and the role and epoch it gave;
+//  - hooks: every on-promote / on-demote, appended by the hook itself to one file;
+//  - faults: what was done to whom, when it started and when it was healed;
+//  - snapshots: the node and lease rows, read at the quiet end of every fault.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fault_proxy.h"
+
+extern char** environ;
+
+namespace {
+
+using lease_agent_fault::FaultProxy;
+using Ms = std::chrono::milliseconds;
+using i64 = std::int64_t;
+
+#ifndef LEASE_AGENT_BINARY
+#error "LEASE_AGENT_BINARY must name the lease-agent binary"
+#endif
+#ifndef LEASE_AGENT_SOURCE_DIR
+#error "LEASE_AGENT_SOURCE_DIR must name the source tree (for scripts/pg.sh)"
+#endif
+
+constexpr const char* kFaketimeLib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+i64 mono_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<i64>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+i64 ms_to_ns(i64 ms) { return ms * 1000000; }
+double ns_to_ms(i64 ns) { return static_cast<double>(ns) / 1e6; }
+
+void sleep_ms(i64 ms) {
+  if (ms > 0) std::this_thread::sleep_for(Ms(ms));
+}
+
+std::string fmt_ms(i64 ns) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.0fms", ns_to_ms(ns));
+  return b;
+}
+
+// ---------------------------------------------------------------------------
+// The hook: `fault_suite --record FILE` appends "mono_ns node role epoch pid" with one
+// write(2) on an O_APPEND file, so that lines of concurrent hooks never interleave.
+
+int record_hook(const char* path) {
+  const i64 now = mono_ns();
+  const char* node = std::getenv("LEASE_AGENT_NODE");
+  const char* role = std::getenv("LEASE_AGENT_ROLE");
+  const char* epoch = std::getenv("LEASE_AGENT_EPOCH");
+  if (!node || !role || !epoch) {
+    std::fprintf(stderr, "fault_suite --record: LEASE_AGENT_NODE/ROLE/EPOCH not set\n");
+    return 2;
+  }
+  char line[256];
+  const int n = std::snprintf(line, sizeof line, "%lld %s %s %s %d\n", static_cast<long long>(now), node, role,
+                              epoch, static_cast<int>(::getppid()));
+  const int fd = ::open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0 || n <= 0 || ::write(fd, line, static_cast<size_t>(n)) != n) {
+    std::fprintf(stderr, "fault_suite --record: cannot append to %s: %s\n", path, std::strerror(errno));
+    return 1;
+  }
+  ::close(fd);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Small process and database helpers.
+
+// fork+exec with extra environment, output appended to a file, PR_SET_PDEATHSIG so
+// that nothing outlives the suite. Only async-signal-safe calls run in the child.
+pid_t spawn(const std::vector<std::string>& args, const std::vector<std::pair<std::string, std::string>>& extra_env,
+            const std::string& log_path) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string entry = *e;
+    bool replaced = false;
+    for (const auto& kv : extra_env)
+      if (entry.compare(0, kv.first.size() + 1, kv.first + "=") == 0) replaced = true;
+    if (!replaced) env.push_back(entry);
+  }
+  for (const auto& kv : extra_env) env.push_back(kv.first + "=" + kv.second);
+  std::vector<char*> envp, argv;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> a = args;
+  for (auto& s : a) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (in < 0 || out < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) ::_exit(127);
+    ::close_range(3, ~0U, 0);
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The exit status (or 128 + signal) once `pid` has exited within `limit_ms`.
+std::optional<int> wait_exit(pid_t pid, i64 limit_ms) {
+  const i64 deadline = mono_ns() + ms_to_ns(limit_ms);
+  for (int i = 0;; ++i) {
+    int st = 0;
+    const pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (r < 0 && errno != EINTR) return std::nullopt;
+    if (mono_ns() >= deadline || i > 1000000) return std::nullopt;
+    sleep_ms(2);
+  }
+}
+
+// A command run to its end, bounded; its output goes to log_path. The exit status,
+// or -1 if it had to be killed.
+int run_bounded(const std::vector<std::string>& args, const std::string& log_path, i64 limit_ms) {
+  const pid_t pid = spawn(args, {}, log_path);
+  const std::optional<int> st = wait_exit(pid, limit_ms);
+  if (st) return *st;
+  ::kill(pid, SIGKILL);
+  wait_exit(pid, 5000);
+  return -1;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("cannot find a free loopback port");
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A libpq connection string, parsed into keywords, with some replaced.
+std::map<std::string, std::string> parse_dsn(const std::string& dsn) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (!opts) {
+    const std::string why = err ? err : "out of memory";
+    if (err) PQfreemem(err);
+    throw std::runtime_error("cannot parse the dsn: " + why);
+  }
+  std::map<std::string, std::string> kv;
+  for (PQconninfoOption* o = opts; o->keyword; ++o)
+    if (o->val && *o->val) kv[o->keyword] = o->val;
+  PQconninfoFree(opts);
+  return kv;
+}
+
+std::string build_dsn(const std::map<std::string, std::string>& kv) {
+  std::string out;
+  for (const auto& [k, v] : kv) {
+    std::string q;
+    for (char c : v) {
+      if (c == '\'' || c == '\\') q += '\\';
+      q += c;
+    }
+    if (!out.empty()) out += ' ';
+    out += k + "='" + q + "'";
+  }
+  return out;
+}
+
+std::string sql_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+using Rows = std::vector<std::vector<std::string>>;
+
+// One libpq connection of the suite's own (never through a proxy).
+class Db {
+ public:
+  explicit Db(const std::string& dsn) {
+    auto kv = parse_dsn(dsn);
+    kv["connect_timeout"] = "3";
+    kv["application_name"] = "fault_suite";
+    conn_ = PQconnectdb(build_dsn(kv).c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      const std::string why = PQerrorMessage(conn_);
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw std::runtime_error("cannot connect to the database: " + one_line(why));
+    }
+    exec("SET statement_timeout = 10000");
+  }
+  ~Db() {
+    if (conn_) PQfinish(conn_);
+  }
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  Rows exec(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    const ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+      const std::string why = PQresultErrorMessage(r);
+      PQclear(r);
+      throw std::runtime_error("query failed: " + one_line(why));
+    }
+    Rows rows;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      std::vector<std::string> row;
+      for (int j = 0; j < PQnfields(r); ++j) row.push_back(PQgetisnull(r, i, j) ? "" : PQgetvalue(r, i, j));
+      rows.push_back(std::move(row));
+    }
+    PQclear(r);
+    return rows;
+  }
+
+  static std::string one_line(std::string s) {
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    return s;
+  }
+
+ private:
+  PGconn* conn_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+// The record of a run.
+
+struct Sample {
+  i64 sent, recv;
+  int slot, gen;
+  bool master;
+  i64 epoch;
+};
+
+enum class Kind {
+  kill9, sigterm, sigstop, drop, reset, latency, drop_to_server, drop_to_client,
+  pg_restart_fast, pg_restart_immediate, terminate_backends, lease_row_lock, node_table_lock, clock_jump,
+};
+constexpr Kind kAllKinds[] = {
+    Kind::kill9, Kind::sigterm, Kind::sigstop, Kind::drop, Kind::reset, Kind::latency, Kind::drop_to_server,
+    Kind::drop_to_client, Kind::pg_restart_fast, Kind::pg_restart_immediate, Kind::terminate_backends,
+    Kind::lease_row_lock, Kind::node_table_lock, Kind::clock_jump,
+};
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kill9: return "kill-9";
+    case Kind::sigterm: return "sigterm";
+    case Kind::sigstop: return "sigstop";
+    case Kind::drop: return "net-drop";
+    case Kind::reset: return "net-reset";
+    case Kind::latency: return "net-latency";
+    case Kind::drop_to_server: return "net-drop-to-server";
+    case Kind::drop_to_client: return "net-drop-to-client";
+    case Kind::pg_restart_fast: return "pg-restart-fast";
+    case Kind::pg_restart_immediate: return "pg-restart-immediate";
+    case Kind::terminate_backends: return "pg-terminate-backend";
+    case Kind::lease_row_lock: return "lease-row-lock";
+    case Kind::node_table_lock: return "node-table-lock";
+    case Kind::clock_jump: return "clock-jump";
+  }
+  return "?";
+}
+// Faults that touch every agent at once (the database's).
+bool is_global(Kind k) {
+  return k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate || k == Kind::terminate_backends ||
+         k == Kind::lease_row_lock || k == Kind::node_table_lock;
+}
+
+struct Fault {
+  int id = 0;
+  Kind kind{};
+  int target = -1;  // slot, or -1 for the database
+  bool target_was_master = false;
+  i64 start = 0, heal = 0;
+  i64 master_after_heal = -1;  // ns from heal to the first master answer; -1 none
+  std::string detail;
+};
+
+struct Violation {
+  i64 at;
+  std::string what;
+};
+
+// One agent: a node name, an HTTP port and a proxy that stay for the whole run, and
+// the processes started for it one after another (generations).
+struct Slot {
+  int index = 0;
+  std::string node;
+  int port = 0;
+  std::unique_ptr<FaultProxy> proxy;
+  bool faketime = false;
+  std::string faketime_file;
+
+  pid_t pid = -1;
+  int gen = 0;                    // the generation now running (1, 2, ...)
+  std::atomic<int> live_gen{-1};  // what the poller may attribute samples to; -1 none
+  bool paused = false;
+  std::string log_path;
+
+  struct Life {
+    int gen;
+    i64 start, end = 0;
+    std::string ended;                        // how: kill-9, sigterm, exit N, run end
+    std::vector<std::pair<i64, i64>> pauses;  // SIGSTOP..SIGCONT
+  };
+  std::vector<Life> lives;
+
+  std::mutex mu;                  // guards samples and last_*
+  std::vector<Sample> samples;
+  i64 last_master_recv = 0;
+  i64 last_connected_recv = 0;  // role master or standby
+};
+
+struct Options {
+  std::string dsn, pgdir, binary = LEASE_AGENT_BINARY, self;
+  int agents = 5;
+  i64 duration_ms = 60000, ttl_ms = 1000, renew_ms = 250;
+  std::uint64_t seed = 0;
+  std::set<Kind> kinds;
+  bool keep = false;
+};
+
+i64 parse_duration_ms(const std::string& flag, const std::string& v) {
+  std::size_t pos = 0;
+  long long n = -1;
+  try {
+    n = std::stoll(v, &pos);
+  } catch (const std::exception&) {
+  }
+  const std::string unit = v.substr(pos);
+  long long mult = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : unit == "h" ? 3600000 : -1;
+  if (n < 0 || mult < 0) throw std::invalid_argument(flag + ": '" + v + "' is not a duration (e.g. 500ms, 2s, 30m)");
+  return n * mult;
+}
+
+// Each agent life's master periods, from its samples: a run of consecutive "master"
+// answers at one epoch. The agent was certainly master from the answer to the first
+// request to the sending of the last one (the inner hull): [first.recv, last.sent].
+struct Period {
+  int slot, gen;
+  i64 epoch;
+  i64 first_sent, first_recv, last_sent, last_recv;
+};
+
+// ---------------------------------------------------------------------------
+// The run.
+
+class Suite {
+ public:
+  explicit Suite(Options o) : o_(std::move(o)), rng_(o_.seed) {}
+  // Whatever happened: the agents are killed (PR_SET_PDEATHSIG would do it too when
+  // the suite exits) and the pollers joined.
+  ~Suite() {
+    for (auto& s : slots_)
+      if (s->pid > 0) {
+        ::kill(s->pid, SIGKILL);
+        wait_exit(s->pid, 5000);
+      }
+    done_ = true;
+    for (auto& t : pollers_)
+      if (t.joinable()) t.join();
+  }
+  Suite(const Suite&) = delete;
+  Suite& operator=(const Suite&) = delete;
+
+  int run();
+
+ private:
+  // setup and agents
+  void setup();
+  void start_agent(Slot& s);
+  void end_life(Slot& s, const std::string& how);
+  void poll_loop(Slot& s);
+  bool wait_connected(Slot& s, i64 since, i64 limit_ms);
+  int current_master();
+  void reap_unexpected_exits();
+
+  // faults
+  Kind pick_kind();
+  void inject(Fault& f);
+  i64 rand_ms(double lo_ttl, double hi_ttl);
+  void cycle(int id);
+  void snapshot_checks(const Fault& f);
+
+  // checks after the run
+  void check_samples();
+  void check_hooks();
+  void check_liveness();
+  void report();
+  std::string timeline(i64 from, i64 to);
+  std::string repro() const;
+
+  void violation(i64 at, const std::string& what) {
+    std::lock_guard<std::mutex> l(vmu_);
+    violations_.push_back({at, what});
+    std::cout << "  VIOLATION at " << fmt_rel(at) << ": " << what << std::endl;
+  }
+  std::string fmt_rel(i64 t) const {
+    char b[32];
+    std::snprintf(b, sizeof b, "t=%.3fs", static_cast<double>(t - t0_) / 1e9);
+    return b;
+  }
+
+  Options o_;
+  std::mt19937_64 rng_;
+  std::string dir_, cluster_, hooks_file_;
+  std::map<std::string, std::string> dsn_kv_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::thread> pollers_;
+  std::atomic<bool> done_{false};
+  std::vector<Fault> faults_;
+  std::mutex vmu_;
+  std::vector<Violation> violations_;
+  i64 t0_ = 0;
+  std::vector<Kind> enabled_;
+
+  // what the previous snapshot saw: node -> (incarnation, registered_at)
+  std::map<std::string, std::pair<std::string, std::string>> prev_reg_;
+  std::string prev_holder_, prev_holder_inc_;
+  i64 prev_epoch_ = 0;
+  std::set<int> touched_;  // slots a fault touched since the previous snapshot
+
+  // results of the checks, for the report
+  std::size_t samples_total_ = 0, master_samples_ = 0, hook_records_ = 0, hook_periods_ = 0;
+  std::vector<Period> periods_;
+  i64 longest_gap_ = 0, longest_gap_at_ = 0;
+  std::string longest_gap_cause_;
+};
+
+void Suite::setup() {
+  char tmpl[] = "/tmp/fault-suite-XXXXXX";
+  if (!::mkdtemp(tmpl)) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
+  dir_ = tmpl;
+  ::chmod(dir_.c_str(), 0755);
+  hooks_file_ = dir_ + "/hooks.log";
+  cluster_ = "fault-" + std::to_string(o_.seed) + "-" + std::to_string(::getpid());
+  dsn_kv_ = parse_dsn(o_.dsn);
+  const std::string host = dsn_kv_.count("host") ? dsn_kv_["host"] : dsn_kv_.count("hostaddr") ? dsn_kv_["hostaddr"] : "";
+  if (host != "127.0.0.1" && host != "localhost")
+    throw std::runtime_error("the dsn must name host=127.0.0.1 (the proxies listen on loopback), not '" + host + "'");
+  const int pg_port = dsn_kv_.count("port") ? std::stoi(dsn_kv_["port"]) : 5432;
+
+  // The schema, with the binary's own command.
+  const int rc = run_bounded({o_.binary, "schema", "apply", "--dsn", o_.dsn}, dir_ + "/schema.log", 30000);
+  if (rc != 0) throw std::runtime_error("lease-agent schema apply failed (status " + std::to_string(rc) + "), see " + dir_ + "/schema.log");
+
+  // Is libfaketime there and does it move this machine's wall clock?
+  bool faketime_ok = false;
+  if (::access(kFaketimeLib, R_OK) == 0) {
+    const std::string f = dir_ + "/faketime-probe";
+    std::ofstream(f) << "+10d\n";
+    const std::string out = dir_ + "/faketime-probe.out";
+    const pid_t pid = spawn({"/bin/date", "+%s"},
+                            {{"LD_PRELOAD", kFaketimeLib}, {"FAKETIME_TIMESTAMP_FILE", f}, {"FAKETIME_NO_CACHE", "1"},
+                             {"DONT_FAKE_MONOTONIC", "1"}},
+                            out);
+    wait_exit(pid, 10000);
+    std::ifstream in(out);
+    long long shown = 0;
+    in >> shown;
+    const long long now = static_cast<long long>(::time(nullptr));
+    faketime_ok = shown > now + 9 * 86400 && shown < now + 11 * 86400;
+  }
+  if (!faketime_ok) std::cout << "  libfaketime not usable here: clock faults skipped" << std::endl;
+
+  for (Kind k : kAllKinds) {
+    if (!o_.kinds.empty() && !o_.kinds.count(k)) continue;
+    if ((k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate) && o_.pgdir.empty()) continue;
+    if (k == Kind::clock_jump && !faketime_ok) continue;
+    enabled_.push_back(k);
+  }
+  if (o_.pgdir.empty()) std::cout << "  no PostgreSQL directory (LEASE_AGENT_TEST_PGDIR): restarts skipped" << std::endl;
+  if (enabled_.empty()) throw std::runtime_error("no fault kind is enabled");
+
+  for (int i = 0; i < o_.agents; ++i) {
+    auto s = std::make_unique<Slot>();
+    s->index = i;
+    s->node = "n" + std::to_string(i + 1);
+    s->port = free_port();
+    s->proxy = std::make_unique<FaultProxy>(host, pg_port);
+    s->faketime = faketime_ok && i % 2 == 1;
+    s->faketime_file = dir_ + "/" + s->node + ".faketime";
+    if (s->faketime) std::ofstream(s->faketime_file) << "+0\n";
+    slots_.push_back(std::move(s));
+  }
+  t0_ = mono_ns();
+  for (auto& s : slots_) pollers_.emplace_back([this, sp = s.get()] { poll_loop(*sp); });
+  // Started in order, each once the previous answers: n1 is first in line.
+  for (auto& s : slots_) {
+    start_agent(*s);
+    if (!wait_connected(*s, s->lives.back().start, 15000))
+      throw std::runtime_error("agent " + s->node + " did not come up; see " + s->log_path);
+  }
+}
+
+void Suite::start_agent(Slot& s) {
+  ++s.gen;
+  s.log_path = dir_ + "/" + s.node + "." + std::to_string(s.gen) + ".log";
+  auto kv = dsn_kv_;
+  kv["host"] = "127.0.0.1";
+  kv.erase("hostaddr");
+  kv["port"] = std::to_string(s.proxy->port());
+  const std::string hook = "'" + o_.self + "' --record '" + hooks_file_ + "'";
+  std::vector<std::string> args{o_.binary, "run", "--dsn", build_dsn(kv), "--cluster", cluster_, "--node", s.node,
+                                "--ttl", std::to_string(o_.ttl_ms) + "ms", "--renew", std::to_string(o_.renew_ms) + "ms",
+                                "--http", "127.0.0.1:" + std::to_string(s.port), "-b", s.node + ".example:8080",
+                                "--on-promote", hook, "--on-demote", hook, "--hook-timeout", "5s"};
+  std::vector<std::pair<std::string, std::string>> env;
+  if (s.faketime)
+    env = {{"LD_PRELOAD", kFaketimeLib}, {"FAKETIME_TIMESTAMP_FILE", s.faketime_file},
+           {"FAKETIME_NO_CACHE", "1"}, {"DONT_FAKE_MONOTONIC", "1"}};
+  const i64 start = mono_ns();
+  s.pid = spawn(args, env, s.log_path);
+  s.paused = false;
+  s.lives.push_back({s.gen, start, 0, "", {}});
+  s.live_gen = s.gen;
+}
+
+void Suite::end_life(Slot& s, const std::string& how) {
+  s.live_gen = -1;
+  s.pid = -1;
+  s.paused = false;
+  s.lives.back().end = mono_ns();
+  s.lives.back().ended = how;
+}
+
+// Polls GET /status of one slot every ~10 ms for the whole run.
+void Suite::poll_loop(Slot& s) {
+  std::unique_ptr<httplib::Client> client;
+  int client_gen = -1;
+  const i64 end = t0_ + ms_to_ns(o_.duration_ms) + ms_to_ns(600000);  // a bound, far beyond the run
+  while (!done_ && mono_ns() < end) {
+    const int g = s.live_gen;
+    if (g < 0) {
+      sleep_ms(5);
+      continue;
+    }
+    if (!client || client_gen != g) {
+      client = std::make_unique<httplib::Client>("127.0.0.1", s.port);
+      client->set_connection_timeout(0, 200000);
+      client->set_read_timeout(0, 300000);
+      client->set_write_timeout(0, 300000);
+      client->set_keep_alive(true);
+      client_gen = g;
+    }
+    const i64 sent = mono_ns();
+    httplib::Result r = client->Get("/status");
+    const i64 recv = mono_ns();
+    if (r && r->status == 200 && s.live_gen == g) {
+      try {
+        const auto j = nlohmann::json::parse(r->body);
+        const std::string role = j.at("role").get<std::string>();
+        Sample x{sent, recv, s.index, g, role == "master", j.at("epoch").get<i64>()};
+        std::lock_guard<std::mutex> l(s.mu);
+        s.samples.push_back(x);
+        if (x.master) s.last_master_recv = recv;
+        if (role == "master" || role == "standby") s.last_connected_recv = recv;
+      } catch (const std::exception& e) {
+        violation(recv, s.node + " answered /status with something that is not its JSON: " + e.what());
+      }
+    } else if (!r) {
+      client.reset();  // a fresh connection next time
+    }
+    sleep_ms(10);
+  }
+}
+
+// Until the slot's agent answers master or standby after `since`.
+bool Suite::wait_connected(Slot& s, i64 since, i64 limit_ms) {
+  const i64 deadline = mono_ns() + ms_to_ns(limit_ms);
+  while (mono_ns() < deadline) {
+    {
+      std::lock_guard<std::mutex> l(s.mu);
+      if (s.last_connected_recv > since) return true;
+    }
+    if (s.pid > 0) {
+      int st = 0;
+      if (::waitpid(s.pid, &st, WNOHANG) == s.pid) {
+        const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        violation(mono_ns(), s.node + " (generation " + std::to_string(s.gen) + ") exited by itself with status " +
+                                 std::to_string(code) + "; log " + s.log_path);
+        end_life(s, "exit " + std::to_string(code));
+        start_agent(s);
+      }
+    }
+    sleep_ms(10);
+  }
+  return false;
+}
+
+// The slot that answered master most recently (within the last 100 ms), or -1.
+int Suite::current_master() {
+  const i64 now = mono_ns();
+  int best = -1;
+  i64 best_t = 0;
+  for (auto& s : slots_) {
+    std::lock_guard<std::mutex> l(s->mu);
+    if (s->last_master_recv > best_t && now - s->last_master_recv < ms_to_ns(100)) {
+      best = s->index;
+      best_t = s->last_master_recv;
+    }
+  }
+  return best;
+}
+
+void Suite::reap_unexpected_exits() {
+  for (auto& s : slots_) {
+    if (s->pid <= 0) continue;
+    int st = 0;
+    if (::waitpid(s->pid, &st, WNOHANG) == s->pid) {
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      violation(mono_ns(), s->node + " (generation " + std::to_string(s->gen) + ") exited by itself with status " +
+                               std::to_string(code) + "; log " + s->log_path);
+      end_life(*s, "exit " + std::to_string(code));
+      touched_.insert(s->index);
+      start_agent(*s);
+    }
+  }
+}
+
+i64 Suite::rand_ms(double lo_ttl, double hi_ttl) {
+  std::uniform_real_distribution<double> d(lo_ttl, hi_ttl);
+  return static_cast<i64>(d(rng_) * static_cast<double>(o_.ttl_ms));
+}
+
+Kind Suite::pick_kind() {
+  // Process and network faults of one agent are the most varied: weigh them up.
+  std::vector<double> w;
+  for (Kind k : enabled_) {
+    switch (k) {
+      case Kind::kill9: case Kind::sigstop: case Kind::drop: w.push_back(3); break;
+      case Kind::sigterm: case Kind::reset: case Kind::latency: w.push_back(2); break;
+      default: w.push_back(1);
+    }
+  }
+  std::discrete_distribution<std::size_t> d(w.begin(), w.end());
+  return enabled_[d(rng_)];
+}
+
+// Injects f (kind already chosen), holds it, heals it. Records start and heal.
+void Suite::inject(Fault& f) {
+  const bool per_agent = !is_global(f.kind);
+  const int master = current_master();
+  if (per_agent) {
+    std::vector<int> candidates;
+    for (auto& s : slots_)
+      if (f.kind != Kind::clock_jump || s->faketime) candidates.push_back(s->index);
+    std::uniform_real_distribution<double> coin(0, 1);
+    const bool on_master = master >= 0 && coin(rng_) < 0.6 &&
+                           std::find(candidates.begin(), candidates.end(), master) != candidates.end();
+    f.target = on_master ? master : candidates[std::uniform_int_distribution<std::size_t>(0, candidates.size() - 1)(rng_)];
+    f.target_was_master = f.target == master;
+    touched_.insert(f.target);
+  } else {
+    for (auto& s : slots_) touched_.insert(s->index);
+  }
+  Slot* s = per_agent ? slots_[static_cast<std::size_t>(f.target)].get() : nullptr;
+  const i64 hold = rand_ms(0.2, 2.5);
+  std::ostringstream detail;
+
+  switch (f.kind) {
+    case Kind::kill9:
+    case Kind::sigterm: {
+      f.start = mono_ns();
+      ::kill(s->pid, f.kind == Kind::kill9 ? SIGKILL : SIGTERM);
+      const std::optional<int> st = wait_exit(s->pid, 20000);
+      if (f.kind == Kind::sigterm && st != 0)
+        violation(mono_ns(), s->node + " stopped on SIGTERM with status " + (st ? std::to_string(*st) : "none (killed)"));
+      if (!st) {
+        ::kill(s->pid, SIGKILL);
+        wait_exit(s->pid, 5000);
+      }
+      end_life(*s, kind_name(f.kind));
+      detail << "down for " << hold << "ms, then restarted";
+      sleep_ms(hold);
+      f.heal = mono_ns();
+      start_agent(*s);
+      break;
+    }
+    case Kind::sigstop: {
+      f.start = mono_ns();
+      ::kill(s->pid, SIGSTOP);
+      s->paused = true;
+      detail << "paused " << hold << "ms";
+      sleep_ms(hold);
+      f.heal = mono_ns();
+      ::kill(s->pid, SIGCONT);
+      s->paused = false;
+      s->lives.back().pauses.push_back({f.start, f.heal});
+      break;
+    }
+    case Kind::drop:
+    case Kind::reset:
+    case Kind::drop_to_server:
+    case Kind::drop_to_client: {
+      const FaultProxy::Mode m = f.kind == Kind::drop ? FaultProxy::Mode::drop
+                                 : f.kind == Kind::reset ? FaultProxy::Mode::reset
+                                 : f.kind == Kind::drop_to_server ? FaultProxy::Mode::drop_to_server
+                                                                  : FaultProxy::Mode::drop_to_client;
+      const i64 h = f.kind == Kind::reset ? rand_ms(0.0, 1.0) : hold;
+      f.start = mono_ns();
+      s->proxy->set_mode(m);
+      detail << "for " << h << "ms";
+      sleep_ms(h);
+      s->proxy->set_mode(FaultProxy::Mode::pass);
+      f.heal = mono_ns();
+      break;
+    }
+    case Kind::latency: {
+      const i64 lat = rand_ms(0.05, 1.0);
+      f.start = mono_ns();
+      s->proxy->set_latency(Ms(lat));
+      detail << lat << "ms each way for " << hold << "ms";
+      sleep_ms(hold);
+      s->proxy->set_latency(Ms(0));
+      f.heal = mono_ns();
+      break;
+    }
+    case Kind::pg_restart_fast:
+    case Kind::pg_restart_immediate: {
+      const std::string mode = f.kind == Kind::pg_restart_fast ? "fast" : "immediate";
+      f.start = mono_ns();
+      const int rc = run_bounded({"/bin/bash", std::string(LEASE_AGENT_SOURCE_DIR) + "/scripts/pg.sh", "restart",
+                                  o_.pgdir, mode},
+                                 dir_ + "/pg-restart.log", 60000);
+      f.heal = mono_ns();
+      if (rc != 0) throw std::runtime_error("scripts/pg.sh restart failed (status " + std::to_string(rc) + "), see " + dir_ + "/pg-restart.log");
+      detail << "down " << fmt_ms(f.heal - f.start);
+      break;
+    }
+    case Kind::terminate_backends: {
+      Db db(o_.dsn);
+      std::string names;
+      for (auto& sl : slots_) names += (names.empty() ? "" : ",") + sql_quote("lease-agent " + sl->node);
+      f.start = mono_ns();
+      const Rows r = db.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name IN (" + names + ")");
+      f.heal = mono_ns();
+      detail << (r.empty() ? "0" : r[0][0]) << " sessions";
+      break;
+    }
+    case Kind::lease_row_lock:
+    case Kind::node_table_lock: {
+      Db db(o_.dsn);
+      const i64 h = rand_ms(0.1, 2.0);
+      db.exec("BEGIN");
+      f.start = mono_ns();
+      if (f.kind == Kind::lease_row_lock)
+        db.exec("SELECT 1 FROM lease_agent.lease WHERE cluster = " + sql_quote(cluster_) + " FOR UPDATE");
+      else
+        db.exec("LOCK TABLE lease_agent.node IN SHARE ROW EXCLUSIVE MODE");
+      detail << "held " << h << "ms";
+      sleep_ms(h);
+      db.exec("COMMIT");
+      f.heal = mono_ns();
+      break;
+    }
+    case Kind::clock_jump: {
+      static const char* jumps[] = {"+2h", "-1h", "+3d", "-10d", "+90s", "-30s"};
+      const char* j = jumps[std::uniform_int_distribution<int>(0, 5)(rng_)];
+      f.start = mono_ns();
+      std::ofstream(s->faketime_file) << j << "\n";
+      detail << "wall clock " << j << " for " << hold << "ms, then back";
+      sleep_ms(hold);
+      std::ofstream(s->faketime_file) << "+0\n";
+      f.heal = mono_ns();
+      break;
+    }
+  }
+  f.detail = detail.str();
+}
+
+// One fault: inject, heal, wait for a master and for every agent to be back, check.
+void Suite::cycle(int id) {
+  Fault f;
+  f.id = id;
+  f.kind = pick_kind();
+  inject(f);
+  std::cout << "  #" << f.id << " " << fmt_rel(f.start) << " " << kind_name(f.kind);
+  if (f.target >= 0) std::cout << " " << slots_[static_cast<std::size_t>(f.target)]->node << (f.target_was_master ? " (master)" : "");
+  std::cout << " " << f.detail << std::endl;
+
+  // A master after the heal, within a bound far beyond the promise (the promise
+  // itself is checked on the samples after the run).
+  const i64 bound = mono_ns() + ms_to_ns(std::max<i64>(10000, 5 * o_.ttl_ms));
+  bool master = false;
+  while (!master && mono_ns() < bound) {
+    for (auto& s : slots_) {
+      std::lock_guard<std::mutex> l(s->mu);
+      if (s->last_master_recv > f.heal) master = true;
+    }
+    if (!master) sleep_ms(5);
+  }
+  if (!master) violation(mono_ns(), "no master at all within " + fmt_ms(bound - f.heal) + " of the heal of fault #" + std::to_string(f.id));
+
+  // Every agent back (connected) before the next fault: a bound that covers a
+  // reconnection after the longest hang the agent's timeouts allow.
+  const i64 back_limit = 4 * o_.ttl_ms + 10000;
+  for (auto& s : slots_) {
+    if (!wait_connected(*s, f.heal, back_limit))
+      violation(mono_ns(), s->node + " was not back as master or standby within " + std::to_string(back_limit) +
+                               "ms of the heal of fault #" + std::to_string(f.id) + "; log " + s->log_path);
+  }
+  reap_unexpected_exits();
+  // Quiet: a few heartbeats with nothing wrong, then the snapshot.
+  sleep_ms(o_.renew_ms + rand_ms(0.0, 0.5));
+  snapshot_checks(f);
+  faults_.push_back(f);
+}
+
+// The database at the quiet end of a fault: no registration lost, restarts at the
+// back of the line, succession to the first live node in line.
+void Suite::snapshot_checks(const Fault& f) {
+  Rows nodes, lease;
+  try {
+    Db db(o_.dsn);
+    nodes = db.exec(
+        "SELECT node, incarnation, to_char(registered_at, 'YYYY-MM-DD HH24:MI:SS.US'), expires_at > clock_timestamp() "
+        "FROM lease_agent.node WHERE cluster = " + sql_quote(cluster_) + " ORDER BY registered_at, node");
+    lease = db.exec("SELECT coalesce(holder, ''), coalesce(holder_incarnation, ''), epoch, "
+                    "holder IS NOT NULL AND expires_at > clock_timestamp() FROM lease_agent.lease WHERE cluster = " +
+                    sql_quote(cluster_));
+  } catch (const std::exception& e) {
+    violation(mono_ns(), std::string("snapshot after fault #") + std::to_string(f.id) + ": " + e.what());
+    return;
+  }
+  const i64 now = mono_ns();
+  std::map<std::string, std::pair<std::string, std::string>> reg;  // node -> (incarnation, registered_at)
+  std::map<std::string, bool> live;
+  for (const auto& r : nodes) {
+    reg[r[0]] = {r[1], r[2]};
+    live[r[0]] = r[3] == "t";
+  }
+  // 1. Every running agent is registered and live; an agent no fault touched kept
+  //    its registration (same incarnation, same registered_at).
+  for (auto& s : slots_) {
+    if (!reg.count(s->node) || !live[s->node]) {
+      violation(now, s->node + " is running but has no live registration after fault #" + std::to_string(f.id));
+      continue;
+    }
+    if (!touched_.count(s->index) && prev_reg_.count(s->node) && prev_reg_[s->node] != reg[s->node])
+      violation(now, s->node + " lost its registration although no fault touched it (registered_at " +
+                         prev_reg_[s->node].second + " -> " + reg[s->node].second + ") during fault #" + std::to_string(f.id));
+  }
+  // 2. A restarted agent registered behind every agent that kept its registration.
+  for (auto& s : slots_) {
+    if (!reg.count(s->node) || !prev_reg_.count(s->node) || prev_reg_[s->node].first == reg[s->node].first) continue;
+    for (auto& other : slots_) {
+      if (other == s || !reg.count(other->node) || !prev_reg_.count(other->node)) continue;
+      if (prev_reg_[other->node] == reg[other->node] && reg[other->node].second > reg[s->node].second)
+        violation(now, s->node + " came back (new incarnation) ahead of " + other->node + " in the line after fault #" +
+                           std::to_string(f.id));
+    }
+  }
+  // 3. The lease: held by a running node; epochs only grow; a new holder was the
+  //    first live node in line among those no fault touched.
+  if (lease.size() == 1) {
+    const std::string holder = lease[0][0], inc = lease[0][1];
+    const i64 epoch = std::stoll(lease[0][2]);
+    const bool held = lease[0][3] == "t";
+    if (epoch < prev_epoch_)
+      violation(now, "the lease epoch went back from " + std::to_string(prev_epoch_) + " to " + std::to_string(epoch));
+    if (!held) violation(now, "the lease is not held at the quiet end of fault #" + std::to_string(f.id));
+    if (held && (holder != prev_holder_ || inc != prev_holder_inc_) && reg.count(holder)) {
+      for (auto& s : slots_) {
+        if (s->node == holder || touched_.count(s->index) || !reg.count(s->node) || !prev_reg_.count(s->node)) continue;
+        if (prev_reg_[s->node] == reg[s->node] && live[s->node] && reg[s->node].second < reg[holder].second)
+          violation(now, "the lease went to " + holder + " (epoch " + std::to_string(epoch) + ") although " + s->node +
+                             ", earlier in line, was live and untouched during fault #" + std::to_string(f.id));
+      }
+    }
+    prev_holder_ = held ? holder : "";
+    prev_holder_inc_ = held ? inc : "";
+    prev_epoch_ = epoch;
+  } else {
+    violation(now, "no lease row for the cluster after fault #" + std::to_string(f.id));
+  }
+  prev_reg_ = reg;
+  touched_.clear();
+}
+
+// ---------------------------------------------------------------------------
+// Checks on the whole history.
+
+std::vector<Period> master_periods(const std::vector<Sample>& samples) {
+  std::vector<Period> out;
+  std::optional<Period> cur;
+  for (const Sample& x : samples) {
+    const bool same = cur && x.master && cur->gen == x.gen && cur->epoch == x.epoch;
+    if (cur && !same) {
+      out.push_back(*cur);
+      cur.reset();
+    }
+    if (!x.master) continue;
+    if (!cur) cur = Period{x.slot, x.gen, x.epoch, x.sent, x.recv, x.sent, x.recv};
+    cur->last_sent = x.sent;
+    cur->last_recv = x.recv;
+  }
+  if (cur) out.push_back(*cur);
+  return out;
+}
+
+void Suite::check_samples() {
+  std::vector<Period> periods;
+  std::vector<Sample> masters;
+  std::size_t total = 0;
+  for (auto& s : slots_) {
+    std::lock_guard<std::mutex> l(s->mu);
+    total += s->samples.size();
+    auto p = master_periods(s->samples);
+    periods.insert(periods.end(), p.begin(), p.end());
+    for (const Sample& x : s->samples)
+      if (x.master) masters.push_back(x);
+  }
+  samples_total_ = total;
+  master_samples_ = masters.size();
+  // (1) No two masters: no master answer of one agent falls wholly inside the
+  //     certain master period of another (or of another life of the same node).
+  std::sort(periods.begin(), periods.end(), [](const Period& a, const Period& b) { return a.first_recv < b.first_recv; });
+  std::sort(masters.begin(), masters.end(), [](const Sample& a, const Sample& b) { return a.sent < b.sent; });
+  for (const Period& p : periods) {
+    if (p.first_recv >= p.last_sent) continue;  // a single answer: no certain interval
+    auto it = std::lower_bound(masters.begin(), masters.end(), p.first_recv,
+                               [](const Sample& x, i64 t) { return x.sent < t; });
+    for (; it != masters.end() && it->sent < p.last_sent; ++it) {
+      if (it->slot == p.slot && it->gen == p.gen) continue;
+      if (it->recv <= p.last_sent) {
+        violation(it->sent, "two masters: " + slots_[static_cast<std::size_t>(it->slot)]->node + " answered master (epoch " +
+                                std::to_string(it->epoch) + ") between " + fmt_rel(it->sent) + " and " + fmt_rel(it->recv) +
+                                ", while " + slots_[static_cast<std::size_t>(p.slot)]->node + " was master (epoch " +
+                                std::to_string(p.epoch) + ") from " + fmt_rel(p.first_recv) + " to " + fmt_rel(p.last_sent));
+        break;
+      }
+    }
+  }
+  // (2) Epochs only grow, and one epoch is one agent's.
+  std::map<i64, std::pair<int, int>> owner;
+  std::sort(periods.begin(), periods.end(), [](const Period& a, const Period& b) { return a.first_sent < b.first_sent; });
+  const Period* prev = nullptr;
+  for (const Period& p : periods) {
+    auto [it, fresh] = owner.emplace(p.epoch, std::make_pair(p.slot, p.gen));
+    if (!fresh && it->second != std::make_pair(p.slot, p.gen))
+      violation(p.first_sent, "epoch " + std::to_string(p.epoch) + " answered as master by two agents");
+    if (prev && p.epoch < prev->epoch && p.first_recv > prev->last_sent)
+      violation(p.first_sent, "epochs went back: " + std::to_string(prev->epoch) + " then " + std::to_string(p.epoch));
+    prev = &p;
+  }
+  periods_ = periods;
+}
+
+// Hooks: per node, promote and demote alternate; no two nodes' master state (from
+// on-promote to on-demote) overlaps. A life that ended by kill -9 ends its master
+// state then; a life paused by SIGSTOP while master ends it at the pause (a frozen
+// process, like the frozen server beside it, acts on nothing).
+void Suite::check_hooks() {
+  struct Rec {
+    i64 t;
+    std::string node, role;
+    i64 epoch;
+  };
+  std::vector<Rec> recs;
+  std::ifstream in(hooks_file_);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    Rec r;
+    long long pid = 0;
+    if (ls >> r.t >> r.node >> r.role >> r.epoch >> pid) recs.push_back(r);
+  }
+  hook_records_ = recs.size();
+  std::sort(recs.begin(), recs.end(), [](const Rec& a, const Rec& b) { return a.t < b.t; });
+  struct Held {
+    std::string node;
+    i64 epoch, from, to;
+  };
+  std::vector<Held> held;
+  std::map<std::string, std::optional<Rec>> open;
+  auto slot_of = [&](const std::string& node) -> Slot* {
+    for (auto& s : slots_)
+      if (s->node == node) return s.get();
+    return nullptr;
+  };
+  // The end of a master state that no on-demote closed within its life.
+  auto cut = [&](const Rec& p, i64 demote_at) -> i64 {
+    Slot* s = slot_of(p.node);
+    if (!s) return demote_at;
+    for (const auto& life : s->lives) {
+      if (p.t < life.start || (life.end && p.t > life.end)) continue;
+      i64 end = demote_at;
+      if (life.end && life.end < end) end = life.end;
+      for (const auto& pause : life.pauses)
+        if (pause.first > p.t && pause.first < end && demote_at >= pause.second) end = pause.first;
+      return end;
+    }
+    return demote_at;
+  };
+  for (const Rec& r : recs) {
+    auto& o = open[r.node];
+    if (r.role == "master") {
+      if (o) held.push_back({o->node, o->epoch, o->t, cut(*o, r.t)});  // previous life ended as master
+      o = r;
+    } else if (o) {
+      held.push_back({o->node, o->epoch, o->t, cut(*o, r.t)});
+      o.reset();
+    }
+  }
+  const i64 end = mono_ns();
+  for (auto& [node, o] : open)
+    if (o) held.push_back({o->node, o->epoch, o->t, cut(*o, end)});
+  std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.from < b.from; });
+  for (std::size_t i = 0; i + 1 < held.size(); ++i) {
+    const Held& a = held[i];
+    const Held& b = held[i + 1];
+    if (b.from < a.to)
+      violation(b.from, "two masters by the hooks: " + b.node + " ran on-promote (epoch " + std::to_string(b.epoch) + ") at " +
+                            fmt_rel(b.from) + " before " + a.node + " ran on-demote (epoch " + std::to_string(a.epoch) +
+                            ") at " + fmt_rel(a.to));
+    if (b.epoch <= a.epoch)
+      violation(b.from, "epochs of on-promote did not grow: " + std::to_string(a.epoch) + " then " + std::to_string(b.epoch));
+  }
+  hook_periods_ = held.size();
+}
+
+// (3) After each heal, a master within ttl + renew (one reconnection backoff and a
+// round trip), and the longest time without any master answer, with its cause.
+void Suite::check_liveness() {
+  std::vector<std::pair<i64, i64>> answers;  // master answers (sent, recv), by time
+  for (auto& s : slots_) {
+    std::lock_guard<std::mutex> l(s->mu);
+    for (const Sample& x : s->samples)
+      if (x.master) answers.push_back({x.sent, x.recv});
+  }
+  std::sort(answers.begin(), answers.end());
+  const i64 bound = ms_to_ns(o_.ttl_ms + o_.renew_ms);
+  for (Fault& f : faults_) {
+    auto it = std::lower_bound(answers.begin(), answers.end(), std::make_pair(f.heal, i64{0}));
+    if (it == answers.end()) {
+      violation(f.heal, "no master after the heal of fault #" + std::to_string(f.id));
+      continue;
+    }
+    f.master_after_heal = std::max<i64>(0, it->second - f.heal);
+    if (f.master_after_heal > bound)
+      violation(f.heal, "no master for " + fmt_ms(f.master_after_heal) + " after the heal of fault #" + std::to_string(f.id) +
+                            " (" + kind_name(f.kind) + "), more than ttl + renew = " + fmt_ms(bound));
+  }
+  // Longest gap between master answers, from the first master on.
+  for (std::size_t i = 1; i < answers.size(); ++i) {
+    const i64 gap = answers[i].second - answers[i - 1].first;
+    if (gap > longest_gap_) {
+      longest_gap_ = gap;
+      longest_gap_at_ = answers[i - 1].first;
+    }
+  }
+  for (const Fault& f : faults_)
+    if (f.start <= longest_gap_at_ + ms_to_ns(o_.renew_ms) && longest_gap_at_ <= f.heal + ms_to_ns(o_.ttl_ms + o_.renew_ms))
+      longest_gap_cause_ = "fault #" + std::to_string(f.id) + " " + kind_name(f.kind) +
+                           (f.target >= 0 ? " of " + slots_[static_cast<std::size_t>(f.target)]->node +
+                                                (f.target_was_master ? " (master)" : "")
+                                          : "") +
+                           ", " + f.detail;
+}
+
+std::string Suite::timeline(i64 from, i64 to) {
+  std::vector<std::pair<i64, std::string>> ev;
+  for (const Fault& f : faults_) {
+    if (f.start >= from && f.start <= to)
+      ev.push_back({f.start, "fault #" + std::to_string(f.id) + " " + kind_name(f.kind) +
+                                 (f.target >= 0 ? " " + slots_[static_cast<std::size_t>(f.target)]->node : "") + " " + f.detail});
+    if (f.heal >= from && f.heal <= to) ev.push_back({f.heal, "heal of fault #" + std::to_string(f.id)});
+  }
+  for (auto& s : slots_) {
+    std::lock_guard<std::mutex> l(s->mu);
+    const Sample* prev = nullptr;
+    for (const Sample& x : s->samples) {
+      if (x.sent >= from && x.sent <= to && (!prev || prev->master != x.master || prev->epoch != x.epoch || prev->gen != x.gen))
+        ev.push_back({x.sent, s->node + "." + std::to_string(x.gen) + " answers " + (x.master ? "master" : "not master") +
+                                  " epoch " + std::to_string(x.epoch) + " (request sent; answer at " + fmt_rel(x.recv) + ")"});
+      prev = &x;
+    }
+  }
+  std::ifstream in(hooks_file_);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    long long t = 0, epoch = 0, pid = 0;
+    std::string node, role;
+    if (ls >> t >> node >> role >> epoch >> pid && t >= from && t <= to)
+      ev.push_back({t, "hook of " + node + ": " + (role == "master" ? "on-promote" : "on-demote") + " epoch " + std::to_string(epoch)});
+  }
+  std::sort(ev.begin(), ev.end());
+  std::ostringstream out;
+  for (const auto& [t, what] : ev) out << "    " << fmt_rel(t) << "  " << what << "\n";
+  return out.str();
+}
+
+std::string Suite::repro() const {
+  std::string kinds;
+  for (Kind k : o_.kinds) kinds += (kinds.empty() ? "" : ",") + std::string(kind_name(k));
+  return o_.self + " --seed " + std::to_string(o_.seed) + " --duration " + std::to_string(o_.duration_ms) + "ms --agents " +
+         std::to_string(o_.agents) + " --ttl " + std::to_string(o_.ttl_ms) + "ms --renew " + std::to_string(o_.renew_ms) +
+         "ms" + (kinds.empty() ? "" : " --only " + kinds);
+}
+
+void Suite::report() {
+  std::map<std::string, int> by_kind;
+  std::map<std::string, i64> worst_after_heal;
+  for (const Fault& f : faults_) {
+    ++by_kind[kind_name(f.kind)];
+    worst_after_heal[kind_name(f.kind)] = std::max(worst_after_heal[kind_name(f.kind)], f.master_after_heal);
+  }
+  std::cout << "\nfault_suite summary (seed " << o_.seed << ", " << o_.agents << " agents, ttl " << o_.ttl_ms << "ms, renew "
+            << o_.renew_ms << "ms, " << std::fixed;
+  std::cout.precision(1);
+  std::cout << static_cast<double>(mono_ns() - t0_) / 1e9 << "s)\n";
+  std::cout << "  faults injected: " << faults_.size() << "\n";
+  std::cout << "    kind                   count   worst time to a master after the heal\n";
+  for (const auto& [k, n] : by_kind) {
+    char b[128];
+    std::snprintf(b, sizeof b, "    %-22s %5d   %s\n", k.c_str(), n, fmt_ms(worst_after_heal[k]).c_str());
+    std::cout << b;
+  }
+  std::cout << "  samples of /status: " << samples_total_ << " (" << master_samples_ << " master), master periods: "
+            << periods_.size() << ", hook calls: " << hook_records_ << "\n";
+  std::cout << "  longest time without a master: " << fmt_ms(longest_gap_) << " at " << fmt_rel(longest_gap_at_)
+            << (longest_gap_cause_.empty() ? "" : ", during " + longest_gap_cause_) << "\n";
+  std::cout << "  violations: " << violations_.size() << "\n";
+  if (!violations_.empty()) {
+    std::cout << "\nFAILED. Reproduce with:\n  " << repro() << "\n  (logs and the hook record are kept in " << dir_ << ")\n";
+    std::sort(violations_.begin(), violations_.end(), [](const Violation& a, const Violation& b) { return a.at < b.at; });
+    int shown = 0;
+    for (const Violation& v : violations_) {
+      if (++shown > 5) break;
+      std::cout << "\n  " << fmt_rel(v.at) << ": " << v.what << "\n  history around it:\n"
+                << timeline(v.at - ms_to_ns(3 * o_.ttl_ms), v.at + ms_to_ns(o_.ttl_ms));
+    }
+    std::ofstream(dir_ + "/history.txt") << timeline(0, mono_ns());
+  }
+  std::cout << "fault_suite: seed " << o_.seed << ", " << faults_.size() << " faults, " << violations_.size()
+            << " violations: " << (violations_.empty() ? "PASS" : "FAIL") << std::endl;
+}
+
+int Suite::run() {
+  std::cout << "fault_suite: seed " << o_.seed << ", " << o_.agents << " agents, ttl " << o_.ttl_ms << "ms, renew "
+            << o_.renew_ms << "ms, for " << o_.duration_ms << "ms" << std::endl;
+  std::cout << "  reproduce: " << repro() << std::endl;
+  setup();
+  std::cout << "  cluster " << cluster_ << ", work dir " << dir_ << std::endl;
+  // Settle: n1 master, the others standbys, a snapshot to compare with.
+  Fault settle;
+  settle.kind = Kind::clock_jump;
+  settle.heal = mono_ns();
+  sleep_ms(o_.ttl_ms);
+  snapshot_checks(settle);
+  const i64 end = t0_ + ms_to_ns(o_.duration_ms);
+  for (int id = 1; mono_ns() < end && id <= 100000; ++id) cycle(id);
+
+  // The end: SIGTERM to every agent; each must stop cleanly.
+  for (auto& s : slots_) {
+    if (s->pid <= 0) continue;
+    ::kill(s->pid, SIGTERM);
+    const std::optional<int> st = wait_exit(s->pid, 20000);
+    if (st != 0) {
+      violation(mono_ns(), s->node + " did not stop cleanly on SIGTERM at the end (status " +
+                               (st ? std::to_string(*st) : std::string("none, killed")) + "); log " + s->log_path);
+      if (!st) {
+        ::kill(s->pid, SIGKILL);
+        wait_exit(s->pid, 5000);
+      }
+    }
+    end_life(*s, "run end");
+  }
+  done_ = true;
+  for (auto& t : pollers_) t.join();
+  for (auto& s : slots_) s->proxy.reset();
+  check_samples();
+  check_hooks();
+  check_liveness();
+  report();
+  if (violations_.empty() && !o_.keep) std::filesystem::remove_all(dir_);
+  return violations_.empty() ? 0 : 1;
+}
+
+int usage(const std::string& why) {
+  std::cerr << "fault_suite: " << why << "\n"
+            << "usage: fault_suite [--seed N] [--duration 60s] [--agents 5] [--ttl 1s] [--renew 250ms]\n"
+               "                   [--dsn DSN] [--pgdir DIR] [--binary PATH] [--only KIND,...] [--keep]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 2 && args[0] == "--record") return record_hook(args[1].c_str());
+  ::signal(SIGPIPE, SIG_IGN);
+
+  Options o;
+  o.self = std::filesystem::absolute(argv[0]).string();
+  if (const char* d = std::getenv("LEASE_AGENT_TEST_DSN")) o.dsn = d;
+  if (const char* d = std::getenv("LEASE_AGENT_TEST_PGDIR")) o.pgdir = d;
+  o.seed = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) % 1000000000;
+  try {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= args.size()) throw std::invalid_argument(a + ": needs a value");
+        return args[++i];
+      };
+      auto number = [&](const std::string& v) -> long long {
+        std::size_t pos = 0;
+        long long n = -1;
+        try {
+          n = std::stoll(v, &pos);
+        } catch (const std::exception&) {
+        }
+        if (pos != v.size() || n < 0) throw std::invalid_argument(a + ": '" + v + "' is not a number");
+        return n;
+      };
+      if (a == "--seed") o.seed = static_cast<std::uint64_t>(number(value()));
+      else if (a == "--duration") o.duration_ms = parse_duration_ms(a, value());
+      else if (a == "--agents") o.agents = static_cast<int>(number(value()));
+      else if (a == "--ttl") o.ttl_ms = parse_duration_ms(a, value());
+      else if (a == "--renew") o.renew_ms = parse_duration_ms(a, value());
+      else if (a == "--dsn") o.dsn = value();
+      else if (a == "--pgdir") o.pgdir = value();
+      else if (a == "--binary") o.binary = value();
+      else if (a == "--keep") o.keep = true;
+      else if (a == "--only") {
+        std::istringstream in(value());
+        std::string k;
+        while (std::getline(in, k, ',')) {
+          bool found = false;
+          for (Kind kind : kAllKinds)
+            if (k == kind_name(kind)) {
+              o.kinds.insert(kind);
+              found = true;
+            }
+          if (!found) throw std::invalid_argument("--only: unknown fault kind '" + k + "'");
+        }
+      } else if (a == "--help" || a == "-h") {
+        usage("runs lease-agent processes through randomized faults and checks the history");
+        std::cout << "fault kinds:";
+        for (Kind k : kAllKinds) std::cout << " " << kind_name(k);
+        std::cout << "\n";
+        return 0;
+      } else
+        throw std::invalid_argument("unknown argument '" + a + "'");
+    }
+    if (o.dsn.empty()) throw std::invalid_argument("no database: set LEASE_AGENT_TEST_DSN or give --dsn");
+    if (o.agents < 2 || o.agents > 50) throw std::invalid_argument("--agents: between 2 and 50");
+    if (o.ttl_ms < 200 || o.renew_ms * 2 > o.ttl_ms) throw std::invalid_argument("--ttl/--renew: ttl >= 200ms and renew <= ttl/2");
+  } catch (const std::invalid_argument& e) {
+    return usage(e.what());
+  }
+  try {
+    Suite suite(o);
+    return suite.run();
+  } catch (const std::exception& e) {
+    std::cerr << "fault_suite: " << e.what() << std::endl;
+    return 2;
+  }
+}

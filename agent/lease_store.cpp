@@ -2,10 +2,14 @@
 #include "lease_store.h"
 
 #include <libpq-fe.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <pqxx/pqxx>
 #include <set>
 #include <sstream>
@@ -106,11 +110,114 @@ struct LeaseStore::Listener : pqxx::notification_receiver {
   std::vector<LeaseNotice> notices;
 };
 
-LeaseStore::LeaseStore(StoreOptions options) : opt_(std::move(options)) {}
+// A database call that gets no answer must not hang the agent. libpq waits for an
+// answer as long as the TCP connection lives, and TCP cannot tell a silent peer that
+// still acknowledges (a stopped server process, a proxy or middlebox that lost its
+// upstream) from a slow one: keepalives and tcp_user_timeout only catch a peer that
+// stops acknowledging. So every call of the store is guarded: when it has not
+// returned by its limit, the watchdog shuts the connection's socket down (it never
+// closes it: the descriptor stays libpq's), libpq sees the connection end and the
+// call fails; the agent reconnects as after any lost connection.
+class LeaseStore::Watchdog {
+ public:
+  Watchdog() : thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void arm(int fd, Clock::time_point limit) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fd_ = fd;
+    limit_ = limit;
+    fired_ = false;
+    cv_.notify_all();
+  }
+  // True if the call was cut off. After disarm() returns the watchdog no longer
+  // touches the descriptor, so the caller may close it.
+  bool disarm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fd_ = -1;
+    return fired_;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (fd_ < 0) {
+        cv_.wait(lock);
+      } else if (Clock::now() < limit_) {
+        cv_.wait_until(lock, limit_);
+      } else {
+        ::shutdown(fd_, SHUT_RDWR);
+        fired_ = true;
+        fd_ = -1;
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int fd_ = -1;
+  Clock::time_point limit_{};
+  bool fired_ = false;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// Arms the watchdog for one call on the current connection; throw_if_cut() turns a
+// cut-off call's error into one that says so.
+class LeaseStore::Guard {
+ public:
+  Guard(LeaseStore& store, milliseconds limit) : store_(store), limit_(limit) {
+    if (store.conn_ && store.conn_->sock() >= 0) {
+      store.watchdog_->arm(store.conn_->sock(), Clock::now() + limit);
+      armed_ = true;
+    }
+  }
+  ~Guard() { release(); }
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+
+  bool release() {
+    if (armed_) {
+      armed_ = false;
+      cut_ = store_.watchdog_->disarm();
+    }
+    return cut_;
+  }
+  // Call in a catch block: if the watchdog cut the call, a clear error instead.
+  void throw_if_cut(const char* doing) {
+    if (!release()) return;
+    store_.disconnect();
+    throw StoreError(std::string(doing) + ": no answer from the database within " +
+                         std::to_string(limit_.count()) + "ms; dropped the connection",
+                     false);
+  }
+
+ private:
+  LeaseStore& store_;
+  milliseconds limit_;
+  bool armed_ = false;
+  bool cut_ = false;
+};
+
+LeaseStore::LeaseStore(StoreOptions options)
+    : opt_(std::move(options)), watchdog_(std::make_unique<Watchdog>()) {}
 
 LeaseStore::~LeaseStore() { disconnect(); }
 
+milliseconds LeaseStore::statement_timeout() const { return std::max(opt_.renew, opt_.ttl / 4); }
+
+milliseconds LeaseStore::call_timeout() const { return 2 * statement_timeout(); }
+
 void LeaseStore::disconnect() {
+  if (watchdog_) watchdog_->disarm();  // before the descriptor is closed
   listener_.reset();
   conn_.reset();
 }
@@ -165,9 +272,10 @@ void LeaseStore::connect(bool listen, bool check_schema) {
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   conn_->inhibit_reactivation(true);  // reconnection is ours to decide
 #pragma GCC diagnostic pop
+  Guard guard(*this, check_schema ? call_timeout() : milliseconds(30000));
   try {
     pqxx::nontransaction tx(*conn_);
-    const auto statement_timeout = std::max(opt_.renew, opt_.ttl / 4).count();
+    const auto statement_timeout = this->statement_timeout().count();
     tx.exec("SET statement_timeout = " + std::to_string(statement_timeout) +
             "; SET lock_timeout = " + std::to_string(statement_timeout) +
             "; SET idle_in_transaction_session_timeout = " + std::to_string(opt_.ttl.count()));
@@ -183,6 +291,7 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {
+    guard.throw_if_cut("checking the schema");
     fail(e, "checking the schema");
   }
   try {
@@ -192,12 +301,14 @@ void LeaseStore::connect(bool listen, bool check_schema) {
     conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
     if (listen) listener_ = std::make_unique<Listener>(*conn_, opt_.cluster);
   } catch (const std::exception& e) {
+    guard.throw_if_cut("preparing statements");
     fail(e, "preparing statements");
   }
 }
 
 HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
   if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, call_timeout());
   try {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_prepared(
@@ -223,17 +334,20 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {
+    guard.throw_if_cut("heartbeat");
     fail(e, "heartbeat");
   }
 }
 
 bool LeaseStore::leave() {
   if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, call_timeout());
   try {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_prepared("leave", opt_.cluster, opt_.node, opt_.incarnation);
     return r.size() == 1 && !r[0][0].is_null() && r[0][0].as<bool>();
   } catch (const std::exception& e) {
+    guard.throw_if_cut("leave");
     fail(e, "leave");
   }
 }
@@ -259,6 +373,7 @@ ClusterStatus LeaseStore::cluster_status() {
   if (!conn_) throw StoreError("not connected", false);
   ClusterStatus cs;
   cs.cluster = opt_.cluster;
+  Guard guard(*this, milliseconds(30000));
   try {
     pqxx::nontransaction tx(*conn_);
     const std::string q = tx.quote(opt_.cluster);
@@ -290,6 +405,7 @@ ClusterStatus LeaseStore::cluster_status() {
       cs.nodes.push_back(n);
     }
   } catch (const std::exception& e) {
+    guard.throw_if_cut("reading the cluster status");
     fail(e, "reading the cluster status");
   }
   return cs;
@@ -297,6 +413,7 @@ ClusterStatus LeaseStore::cluster_status() {
 
 void LeaseStore::apply_schema() {
   if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, milliseconds(30000));
   try {
     pqxx::work tx(*conn_);
     // Two operators applying at once take turns.
@@ -313,6 +430,7 @@ void LeaseStore::apply_schema() {
     disconnect();
     throw;
   } catch (const std::exception& e) {
+    guard.throw_if_cut("applying the schema");
     fail(e, "applying the schema");
   }
 }

@@ -100,13 +100,23 @@ class LeaseStore {
   // Applies the embedded sql/ files in one transaction; idempotent.
   void apply_schema();
 
+  // The longest the agent's own statements (connection set-up, heartbeat, leave) may
+  // go unanswered before the connection is cut: twice the statement_timeout that the
+  // server applies, so that a server that is merely slow answers with its own error
+  // first. One-shot commands (status, schema apply) get 30 s.
+  milliseconds call_timeout() const;
+
  private:
   struct Listener;
+  class Watchdog;
+  class Guard;
   [[noreturn]] void fail(const std::exception& e, const char* doing);
+  milliseconds statement_timeout() const;
 
   StoreOptions opt_;
   std::unique_ptr<pqxx::connection> conn_;
   std::unique_ptr<Listener> listener_;
+  std::unique_ptr<Watchdog> watchdog_;
 };
 
 // Connection options the agent adds to the user's DSN unless the DSN sets them:

@@ -4,7 +4,10 @@
 #include <poll.h>
 
 #include <catch2/catch.hpp>
+#include <future>
 #include <memory>
+
+#include "fault/fault_proxy.h"
 
 #include "test_support.h"
 
@@ -310,4 +313,46 @@ TEST_CASE("cluster status lists every node in registration order", "[store]") {
   CHECK(cs.nodes[0].role == "gone");
   CHECK(cs.nodes[1].role == "master");
   CHECK(cs.nodes[1].address == "n2.example:8080");
+}
+
+// Found by the fault suite (net-drop): a database that stops answering while the TCP
+// connection stays up (here a proxy that swallows the bytes) hung the heartbeat call
+// forever; the agent never came back. The call is now cut off at call_timeout().
+TEST_CASE("a heartbeat that gets no answer is cut off, and the store reconnects", "[store][fault]") {
+  ensure_schema();
+  const auto kv = dsn_keywords(test_dsn());
+  lease_agent_fault::FaultProxy proxy(kv.count("host") ? kv.at("host") : "127.0.0.1",
+                                      kv.count("port") ? std::stoi(kv.at("port")) : 5432);
+  StoreOptions o;
+  o.dsn = test_dsn() + " host=127.0.0.1 port=" + std::to_string(proxy.port());
+  o.cluster = unique_cluster("silent");
+  o.node = "n1";
+  o.incarnation = "n1-inc";
+  o.ttl = milliseconds(1000);
+  o.renew = milliseconds(250);
+  LeaseStore store(o);
+  store.connect();
+  REQUIRE(store.heartbeat({}).holder_is_me);
+
+  proxy.set_mode(lease_agent_fault::FaultProxy::Mode::drop);
+  // Bounded by the test itself: without the watchdog this call never returns.
+  auto call = std::async(std::launch::async, [&] {
+    try {
+      store.heartbeat(as_master(1));
+    } catch (const StoreError& e) {
+      return std::string(e.fatal() ? "fatal: " : "") + e.what();
+    }
+    return std::string("answered");
+  });
+  REQUIRE(call.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  const std::string error = call.get();
+  CHECK(error == "heartbeat: no answer from the database within " + std::to_string(store.call_timeout().count()) +
+                     "ms; dropped the connection");
+  CHECK_FALSE(store.connected());
+
+  proxy.set_mode(lease_agent_fault::FaultProxy::Mode::pass);
+  store.connect();
+  const HeartbeatAnswer a = store.heartbeat(as_master(1));
+  CHECK(a.holder_is_me);
+  CHECK(a.epoch == 1);
 }

@@ -1,6 +1,7 @@
 // Test support for the tests that talk to a real PostgreSQL.
 #include "test_support.h"
 
+#include <libpq-fe.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -45,6 +46,21 @@ std::string query_value(const std::string& sql) {
   const pqxx::result r = tx.exec(sql);
   if (r.empty() || r[0][0].is_null()) return "";
   return r[0][0].as<std::string>();
+}
+
+std::map<std::string, std::string> dsn_keywords(const std::string& dsn) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (opts == nullptr) {
+    const std::string why = err ? err : "out of memory";
+    if (err) PQfreemem(err);
+    FAIL("cannot parse the DSN: " << why);
+  }
+  std::map<std::string, std::string> kv;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+    if (o->val != nullptr && *o->val != '\0') kv[o->keyword] = o->val;
+  PQconninfoFree(opts);
+  return kv;
 }
 
 }  // namespace lease_agent_test

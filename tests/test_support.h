@@ -1,6 +1,7 @@
 // Test support for the tests that talk to a real PostgreSQL (LEASE_AGENT_TEST_DSN).
 #pragma once
 
+#include <map>
 #include <pqxx/pqxx>
 #include <string>
 
@@ -18,6 +19,9 @@ std::string unique_cluster(const std::string& prefix);
 
 // A fresh connection to the test database.
 std::unique_ptr<pqxx::connection> connect_db();
+
+// The keywords of a libpq connection string (or URI) with their values.
+std::map<std::string, std::string> dsn_keywords(const std::string& dsn);
 
 // One value of a query, as text ("" for null or no row).
 std::string query_value(const std::string& sql);

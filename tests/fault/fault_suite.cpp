@@ -369,7 +369,7 @@ struct Slot {
   std::mutex mu;                  // guards samples and last_*
   std::vector<Sample> samples;
   i64 last_master_recv = 0;
-  i64 last_connected_recv = 0;  // role master or standby
+  i64 last_round_trip = 0;  // when its last database round trip succeeded (as it says)
 };
 
 struct Options {
@@ -615,7 +615,10 @@ void Suite::poll_loop(Slot& s) {
         std::lock_guard<std::mutex> l(s.mu);
         s.samples.push_back(x);
         if (x.master) s.last_master_recv = recv;
-        if (role == "master" || role == "standby") s.last_connected_recv = recv;
+        // When the agent's last round trip with the database succeeded.
+        const auto& ago = j.at("last_round_trip_ago_ms");
+        if ((role == "master" || role == "standby") && ago.is_number())
+          s.last_round_trip = recv - ms_to_ns(ago.get<i64>());
       } catch (const std::exception& e) {
         violation(recv, s.node + " answered /status with something that is not its JSON: " + e.what());
       }
@@ -626,13 +629,14 @@ void Suite::poll_loop(Slot& s) {
   }
 }
 
-// Until the slot's agent answers master or standby after `since`.
+// Until the slot's agent says it is master or standby with a database round trip
+// that succeeded after `since`.
 bool Suite::wait_connected(Slot& s, i64 since, i64 limit_ms) {
   const i64 deadline = mono_ns() + ms_to_ns(limit_ms);
   while (mono_ns() < deadline) {
     {
       std::lock_guard<std::mutex> l(s.mu);
-      if (s.last_connected_recv > since) return true;
+      if (s.last_round_trip > since) return true;
     }
     if (s.pid > 0) {
       int st = 0;

@@ -602,6 +602,7 @@ void Suite::poll_loop(Slot& s) {
       client->set_read_timeout(0, 300000);
       client->set_write_timeout(0, 300000);
       client->set_keep_alive(true);
+      client->set_tcp_nodelay(true);
       client_gen = g;
     }
     const i64 sent = mono_ns();

@@ -1045,19 +1045,22 @@ void Suite::check_hooks() {
       if (s->node == node) return s.get();
     return nullptr;
   };
-  // The end of a master state that no on-demote closed within its life.
+  // The end of the master state that began with `p`, given the node's next record at
+  // `demote_at`: the end of the life it began in (kill -9), or the freeze of that life
+  // if its on-demote came only after the SIGCONT. A hook may record after its agent was
+  // killed: then the state ended at the kill, before it began (empty).
   auto cut = [&](const Rec& p, i64 demote_at) -> i64 {
     Slot* s = slot_of(p.node);
     if (!s) return demote_at;
-    for (const auto& life : s->lives) {
-      if (p.t < life.start || (life.end && p.t > life.end)) continue;
-      i64 end = demote_at;
-      if (life.end && life.end < end) end = life.end;
-      for (const auto& pause : life.pauses)
-        if (pause.first > p.t && pause.first < end && demote_at >= pause.second) end = pause.first;
-      return end;
-    }
-    return demote_at;
+    const Slot::Life* life = nullptr;
+    for (const auto& l : s->lives)
+      if (l.start <= p.t) life = &l;
+    if (!life) return demote_at;
+    i64 end = demote_at;
+    if (life->end && life->end < end) end = life->end;
+    for (const auto& pause : life->pauses)
+      if (pause.first > p.t && pause.first < end && demote_at >= pause.second) end = pause.first;
+    return end;
   };
   for (const Rec& r : recs) {
     auto& o = open[r.node];
@@ -1072,6 +1075,7 @@ void Suite::check_hooks() {
   const i64 end = mono_ns();
   for (auto& [node, o] : open)
     if (o) held.push_back({o->node, o->epoch, o->t, cut(*o, end)});
+  held.erase(std::remove_if(held.begin(), held.end(), [](const Held& h) { return h.to < h.from; }), held.end());
   std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.from < b.from; });
   for (std::size_t i = 0; i + 1 < held.size(); ++i) {
     const Held& a = held[i];

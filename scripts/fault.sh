@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The long run of the fault-injection suite (tests/fault/README.md): builds, starts a
+# throwaway PostgreSQL (which the suite restarts as one of its faults), runs
+#
+#   build/tests/fault/fault_suite --duration 30m [ARGS...]
+#
+# and stops PostgreSQL however the run ends. Arguments are the suite's own, e.g.
+#   scripts/fault.sh --duration 5m --seed 42
+# (a later --duration wins). The exit status is the suite's: 0 no violation.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+echo "== configure and build (build/)"
+cmake -S . -B build >/dev/null
+cmake --build build -j"${JOBS:-2}" --target fault_suite
+
+pgdir=
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  if [ -n "$pgdir" ]; then
+    echo "== stop PostgreSQL"
+    "$root/scripts/pg.sh" stop "$pgdir" || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "== start PostgreSQL"
+pgdir=$(mktemp -d "${TMPDIR:-/tmp}/lease-agent-fault.XXXXXX")
+"$root/scripts/pg.sh" start "$pgdir" >/dev/null
+# shellcheck disable=SC1091
+. "$pgdir/env"
+
+echo "== fault suite"
+status=0
+build/tests/fault/fault_suite --duration 30m "$@" || status=$?
+exit "$status"

@@ -332,8 +332,11 @@ struct Fault {
   Kind kind{};
   int target = -1;  // slot, or -1 for the database
   bool target_was_master = false;
+  i64 hold_ms = 0;
   i64 start = 0, heal = 0;
-  i64 master_after_heal = -1;  // ns from heal to the first master answer; -1 none
+  i64 all_healed = 0;          // when every fault of its round was healed
+  int overlaps = 0;            // the fault of the round this one was added to, if any
+  i64 master_after_heal = -1;  // ns from all_healed to the first master answer; -1 none
   std::string detail;
 };
 
@@ -379,6 +382,7 @@ struct Options {
   std::uint64_t seed = 0;
   std::set<Kind> kinds;
   bool keep = false;
+  double overlap = 0.3;  // chance of a second fault during the first
 };
 
 i64 parse_duration_ms(const std::string& flag, const std::string& v) {
@@ -438,9 +442,11 @@ class Suite {
 
   // faults
   Kind pick_kind();
-  void inject(Fault& f);
+  void choose_target(Fault& f, int busy);
+  void begin(Fault& f);
+  void end(Fault& f);
   i64 rand_ms(double lo_ttl, double hi_ttl);
-  void cycle(int id);
+  void cycle(int& next_id);
   void snapshot_checks(const Fault& f);
 
   // checks after the run
@@ -474,6 +480,7 @@ class Suite {
   std::vector<Violation> violations_;
   i64 t0_ = 0;
   std::vector<Kind> enabled_;
+  std::unique_ptr<Db> lock_db_;  // the transaction of a lock fault
 
   // what the previous snapshot saw: node -> (incarnation, registered_at)
   std::map<std::string, std::pair<std::string, std::string>> prev_reg_;
@@ -703,27 +710,31 @@ Kind Suite::pick_kind() {
   return enabled_[d(rng_)];
 }
 
-// Injects f (kind already chosen), holds it, heals it. Records start and heal.
-void Suite::inject(Fault& f) {
-  const bool per_agent = !is_global(f.kind);
-  const int master = current_master();
-  if (per_agent) {
-    std::vector<int> candidates;
-    for (auto& s : slots_)
-      if (f.kind != Kind::clock_jump || s->faketime) candidates.push_back(s->index);
-    std::uniform_real_distribution<double> coin(0, 1);
-    const bool on_master = master >= 0 && coin(rng_) < 0.6 &&
-                           std::find(candidates.begin(), candidates.end(), master) != candidates.end();
-    f.target = on_master ? master : candidates[std::uniform_int_distribution<std::size_t>(0, candidates.size() - 1)(rng_)];
-    f.target_was_master = f.target == master;
-    touched_.insert(f.target);
-  } else {
+// Chooses the target of f (an agent, or -1 for the database's faults), avoiding
+// `busy`: the current master with probability 0.6, else any agent.
+void Suite::choose_target(Fault& f, int busy) {
+  if (is_global(f.kind)) {
     for (auto& s : slots_) touched_.insert(s->index);
+    return;
   }
-  Slot* s = per_agent ? slots_[static_cast<std::size_t>(f.target)].get() : nullptr;
-  const i64 hold = rand_ms(0.2, 2.5);
-  std::ostringstream detail;
+  const int master = current_master();
+  std::vector<int> candidates;
+  for (auto& s : slots_)
+    if (s->index != busy && (f.kind != Kind::clock_jump || s->faketime)) candidates.push_back(s->index);
+  if (candidates.empty()) candidates.push_back(busy == 0 ? 1 : 0);
+  std::uniform_real_distribution<double> coin(0, 1);
+  const bool on_master = master >= 0 && coin(rng_) < 0.6 &&
+                         std::find(candidates.begin(), candidates.end(), master) != candidates.end();
+  f.target = on_master ? master : candidates[std::uniform_int_distribution<std::size_t>(0, candidates.size() - 1)(rng_)];
+  f.target_was_master = f.target == master;
+  touched_.insert(f.target);
+}
 
+// Injects f (kind and target chosen) and draws how long it holds (f.hold_ms).
+void Suite::begin(Fault& f) {
+  Slot* s = f.target >= 0 ? slots_[static_cast<std::size_t>(f.target)].get() : nullptr;
+  f.hold_ms = rand_ms(0.2, 2.5);
+  std::ostringstream detail;
   switch (f.kind) {
     case Kind::kill9:
     case Kind::sigterm: {
@@ -737,24 +748,15 @@ void Suite::inject(Fault& f) {
         wait_exit(s->pid, 5000);
       }
       end_life(*s, kind_name(f.kind));
-      detail << "down for " << hold << "ms, then restarted";
-      sleep_ms(hold);
-      f.heal = mono_ns();
-      start_agent(*s);
+      detail << "down for " << f.hold_ms << "ms, then restarted";
       break;
     }
-    case Kind::sigstop: {
+    case Kind::sigstop:
       f.start = mono_ns();
       ::kill(s->pid, SIGSTOP);
       s->paused = true;
-      detail << "paused " << hold << "ms";
-      sleep_ms(hold);
-      f.heal = mono_ns();
-      ::kill(s->pid, SIGCONT);
-      s->paused = false;
-      s->lives.back().pauses.push_back({f.start, f.heal});
+      detail << "paused " << f.hold_ms << "ms";
       break;
-    }
     case Kind::drop:
     case Kind::reset:
     case Kind::drop_to_server:
@@ -763,23 +765,17 @@ void Suite::inject(Fault& f) {
                                  : f.kind == Kind::reset ? FaultProxy::Mode::reset
                                  : f.kind == Kind::drop_to_server ? FaultProxy::Mode::drop_to_server
                                                                   : FaultProxy::Mode::drop_to_client;
-      const i64 h = f.kind == Kind::reset ? rand_ms(0.0, 1.0) : hold;
+      if (f.kind == Kind::reset) f.hold_ms = rand_ms(0.0, 1.0);
       f.start = mono_ns();
       s->proxy->set_mode(m);
-      detail << "for " << h << "ms";
-      sleep_ms(h);
-      s->proxy->set_mode(FaultProxy::Mode::pass);
-      f.heal = mono_ns();
+      detail << "for " << f.hold_ms << "ms";
       break;
     }
     case Kind::latency: {
       const i64 lat = rand_ms(0.05, 1.0);
       f.start = mono_ns();
       s->proxy->set_latency(Ms(lat));
-      detail << lat << "ms each way for " << hold << "ms";
-      sleep_ms(hold);
-      s->proxy->set_latency(Ms(0));
-      f.heal = mono_ns();
+      detail << lat << "ms each way for " << f.hold_ms << "ms";
       break;
     }
     case Kind::pg_restart_fast:
@@ -789,9 +785,11 @@ void Suite::inject(Fault& f) {
       const int rc = run_bounded({"/bin/bash", std::string(LEASE_AGENT_SOURCE_DIR) + "/scripts/pg.sh", "restart",
                                   o_.pgdir, mode},
                                  dir_ + "/pg-restart.log", 60000);
-      f.heal = mono_ns();
-      if (rc != 0) throw std::runtime_error("scripts/pg.sh restart failed (status " + std::to_string(rc) + "), see " + dir_ + "/pg-restart.log");
-      detail << "down " << fmt_ms(f.heal - f.start);
+      if (rc != 0)
+        throw std::runtime_error("scripts/pg.sh restart failed (status " + std::to_string(rc) + "), see " + dir_ +
+                                 "/pg-restart.log");
+      f.hold_ms = 0;
+      detail << "down " << fmt_ms(mono_ns() - f.start);
       break;
     }
     case Kind::terminate_backends: {
@@ -799,25 +797,23 @@ void Suite::inject(Fault& f) {
       std::string names;
       for (auto& sl : slots_) names += (names.empty() ? "" : ",") + sql_quote("lease-agent " + sl->node);
       f.start = mono_ns();
-      const Rows r = db.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name IN (" + names + ")");
-      f.heal = mono_ns();
+      const Rows r = db.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name IN (" +
+                             names + ")");
+      f.hold_ms = 0;
       detail << (r.empty() ? "0" : r[0][0]) << " sessions";
       break;
     }
     case Kind::lease_row_lock:
     case Kind::node_table_lock: {
-      Db db(o_.dsn);
-      const i64 h = rand_ms(0.1, 2.0);
-      db.exec("BEGIN");
+      lock_db_ = std::make_unique<Db>(o_.dsn);
+      f.hold_ms = rand_ms(0.1, 2.0);
+      lock_db_->exec("BEGIN");
       f.start = mono_ns();
       if (f.kind == Kind::lease_row_lock)
-        db.exec("SELECT 1 FROM lease_agent.lease WHERE cluster = " + sql_quote(cluster_) + " FOR UPDATE");
+        lock_db_->exec("SELECT 1 FROM lease_agent.lease WHERE cluster = " + sql_quote(cluster_) + " FOR UPDATE");
       else
-        db.exec("LOCK TABLE lease_agent.node IN SHARE ROW EXCLUSIVE MODE");
-      detail << "held " << h << "ms";
-      sleep_ms(h);
-      db.exec("COMMIT");
-      f.heal = mono_ns();
+        lock_db_->exec("LOCK TABLE lease_agent.node IN SHARE ROW EXCLUSIVE MODE");
+      detail << "held " << f.hold_ms << "ms";
       break;
     }
     case Kind::clock_jump: {
@@ -825,25 +821,91 @@ void Suite::inject(Fault& f) {
       const char* j = jumps[std::uniform_int_distribution<int>(0, 5)(rng_)];
       f.start = mono_ns();
       std::ofstream(s->faketime_file) << j << "\n";
-      detail << "wall clock " << j << " for " << hold << "ms, then back";
-      sleep_ms(hold);
-      std::ofstream(s->faketime_file) << "+0\n";
-      f.heal = mono_ns();
+      detail << "wall clock " << j << " for " << f.hold_ms << "ms, then back";
       break;
     }
   }
   f.detail = detail.str();
+  std::cout << "  #" << f.id << " " << fmt_rel(f.start) << " " << kind_name(f.kind);
+  if (f.target >= 0) std::cout << " " << s->node << (f.target_was_master ? " (master)" : "");
+  std::cout << " " << f.detail << std::endl;
 }
 
-// One fault: inject, heal, wait for a master and for every agent to be back, check.
-void Suite::cycle(int id) {
-  Fault f;
-  f.id = id;
-  f.kind = pick_kind();
-  inject(f);
-  std::cout << "  #" << f.id << " " << fmt_rel(f.start) << " " << kind_name(f.kind);
-  if (f.target >= 0) std::cout << " " << slots_[static_cast<std::size_t>(f.target)]->node << (f.target_was_master ? " (master)" : "");
-  std::cout << " " << f.detail << std::endl;
+// Heals f. Records the heal.
+void Suite::end(Fault& f) {
+  Slot* s = f.target >= 0 ? slots_[static_cast<std::size_t>(f.target)].get() : nullptr;
+  f.heal = mono_ns();
+  switch (f.kind) {
+    case Kind::kill9:
+    case Kind::sigterm:
+      start_agent(*s);
+      break;
+    case Kind::sigstop:
+      ::kill(s->pid, SIGCONT);
+      s->paused = false;
+      s->lives.back().pauses.push_back({f.start, f.heal});
+      break;
+    case Kind::drop:
+    case Kind::reset:
+    case Kind::drop_to_server:
+    case Kind::drop_to_client:
+      s->proxy->set_mode(FaultProxy::Mode::pass);
+      break;
+    case Kind::latency:
+      s->proxy->set_latency(Ms(0));
+      break;
+    case Kind::lease_row_lock:
+    case Kind::node_table_lock:
+      lock_db_->exec("COMMIT");
+      lock_db_.reset();
+      break;
+    case Kind::clock_jump:
+      std::ofstream(s->faketime_file) << "+0\n";
+      break;
+    case Kind::pg_restart_fast:
+    case Kind::pg_restart_immediate:
+    case Kind::terminate_backends:
+      break;  // over when begin() returned
+  }
+}
+
+// One round: a fault, sometimes a second one on another agent while the first holds
+// (a partitioned master and a frozen successor, say); heal both; wait for a master
+// and for every agent to be back; check the tables.
+void Suite::cycle(int& next_id) {
+  std::vector<Fault> round;
+  Fault a;
+  a.id = next_id++;
+  a.kind = pick_kind();
+  choose_target(a, -1);
+  begin(a);
+  round.push_back(a);
+  std::uniform_real_distribution<double> coin(0, 1);
+  if (o_.overlap > 0 && coin(rng_) < o_.overlap && a.hold_ms > 0) {
+    Fault b;
+    b.id = next_id++;
+    b.kind = pick_kind();
+    for (int i = 0; i < 10 && is_global(a.kind) && is_global(b.kind); ++i) b.kind = pick_kind();
+    if (!(is_global(a.kind) && is_global(b.kind))) {
+      sleep_ms(rand_ms(0.0, static_cast<double>(a.hold_ms) / static_cast<double>(o_.ttl_ms)));
+      choose_target(b, a.target);
+      begin(b);
+      b.overlaps = a.id;
+      round.push_back(b);
+    }
+  }
+  // Heal in the order the holds run out.
+  std::vector<std::size_t> order(round.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto until = [&](std::size_t i) { return round[i].start + ms_to_ns(round[i].hold_ms); };
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return until(x) < until(y); });
+  for (std::size_t i : order) {
+    sleep_ms((until(i) - mono_ns()) / 1000000);
+    end(round[i]);
+  }
+  i64 healed = 0;
+  for (const Fault& f : round) healed = std::max(healed, f.heal);
+  for (Fault& f : round) f.all_healed = healed;
 
   // A master after the heal, within a bound far beyond the promise (the promise
   // itself is checked on the samples after the run).
@@ -852,25 +914,26 @@ void Suite::cycle(int id) {
   while (!master && mono_ns() < bound) {
     for (auto& s : slots_) {
       std::lock_guard<std::mutex> l(s->mu);
-      if (s->last_master_recv > f.heal) master = true;
+      if (s->last_master_recv > healed) master = true;
     }
     if (!master) sleep_ms(5);
   }
-  if (!master) violation(mono_ns(), "no master at all within " + fmt_ms(bound - f.heal) + " of the heal of fault #" + std::to_string(f.id));
+  if (!master)
+    violation(mono_ns(), "no master at all within " + fmt_ms(bound - healed) + " of the heal of fault #" + std::to_string(a.id));
 
   // Every agent back (connected) before the next fault: a bound that covers a
   // reconnection after the longest hang the agent's timeouts allow.
   const i64 back_limit = 4 * o_.ttl_ms + 10000;
   for (auto& s : slots_) {
-    if (!wait_connected(*s, f.heal, back_limit))
+    if (!wait_connected(*s, healed, back_limit))
       violation(mono_ns(), s->node + " was not back as master or standby within " + std::to_string(back_limit) +
-                               "ms of the heal of fault #" + std::to_string(f.id) + "; log " + s->log_path);
+                               "ms of the heal of fault #" + std::to_string(a.id) + "; log " + s->log_path);
   }
   reap_unexpected_exits();
   // Quiet: a few heartbeats with nothing wrong, then the snapshot.
   sleep_ms(o_.renew_ms + rand_ms(0.0, 0.5));
-  snapshot_checks(f);
-  faults_.push_back(f);
+  snapshot_checks(round.back());
+  for (Fault& f : round) faults_.push_back(f);
 }
 
 // The database at the quiet end of a fault: no registration lost, restarts at the
@@ -1102,14 +1165,14 @@ void Suite::check_liveness() {
   std::sort(answers.begin(), answers.end());
   const i64 bound = ms_to_ns(o_.ttl_ms + o_.renew_ms);
   for (Fault& f : faults_) {
-    auto it = std::lower_bound(answers.begin(), answers.end(), std::make_pair(f.heal, i64{0}));
+    auto it = std::lower_bound(answers.begin(), answers.end(), std::make_pair(f.all_healed, i64{0}));
     if (it == answers.end()) {
-      violation(f.heal, "no master after the heal of fault #" + std::to_string(f.id));
+      violation(f.all_healed, "no master after the heal of fault #" + std::to_string(f.id));
       continue;
     }
-    f.master_after_heal = std::max<i64>(0, it->second - f.heal);
+    f.master_after_heal = std::max<i64>(0, it->second - f.all_healed);
     if (f.master_after_heal > bound)
-      violation(f.heal, "no master for " + fmt_ms(f.master_after_heal) + " after the heal of fault #" + std::to_string(f.id) +
+      violation(f.all_healed, "no master for " + fmt_ms(f.master_after_heal) + " after the heal of fault #" + std::to_string(f.id) +
                             " (" + kind_name(f.kind) + "), more than ttl + renew = " + fmt_ms(bound));
   }
   // Longest gap between master answers, from the first master on.
@@ -1121,12 +1184,14 @@ void Suite::check_liveness() {
     }
   }
   for (const Fault& f : faults_)
-    if (f.start <= longest_gap_at_ + ms_to_ns(o_.renew_ms) && longest_gap_at_ <= f.heal + ms_to_ns(o_.ttl_ms + o_.renew_ms))
-      longest_gap_cause_ = "fault #" + std::to_string(f.id) + " " + kind_name(f.kind) +
-                           (f.target >= 0 ? " of " + slots_[static_cast<std::size_t>(f.target)]->node +
-                                                (f.target_was_master ? " (master)" : "")
-                                          : "") +
-                           ", " + f.detail;
+    if (f.start <= longest_gap_at_ + ms_to_ns(o_.renew_ms) &&
+        longest_gap_at_ <= f.all_healed + ms_to_ns(o_.ttl_ms + o_.renew_ms))
+      longest_gap_cause_ += std::string(longest_gap_cause_.empty() ? "" : " and ") + "fault #" + std::to_string(f.id) +
+                            " " + kind_name(f.kind) +
+                            (f.target >= 0 ? " of " + slots_[static_cast<std::size_t>(f.target)]->node +
+                                                 (f.target_was_master ? " (master)" : "")
+                                           : "") +
+                            ", " + f.detail;
 }
 
 std::string Suite::timeline(i64 from, i64 to) {
@@ -1167,7 +1232,7 @@ std::string Suite::repro() const {
   for (Kind k : o_.kinds) kinds += (kinds.empty() ? "" : ",") + std::string(kind_name(k));
   return o_.self + " --seed " + std::to_string(o_.seed) + " --duration " + std::to_string(o_.duration_ms) + "ms --agents " +
          std::to_string(o_.agents) + " --ttl " + std::to_string(o_.ttl_ms) + "ms --renew " + std::to_string(o_.renew_ms) +
-         "ms" + (kinds.empty() ? "" : " --only " + kinds);
+         "ms --overlap " + std::to_string(static_cast<int>(o_.overlap * 100 + 0.5)) + (kinds.empty() ? "" : " --only " + kinds);
 }
 
 void Suite::report() {
@@ -1181,7 +1246,11 @@ void Suite::report() {
             << o_.renew_ms << "ms, " << std::fixed;
   std::cout.precision(1);
   std::cout << static_cast<double>(mono_ns() - t0_) / 1e9 << "s)\n";
-  std::cout << "  faults injected: " << faults_.size() << "\n";
+  std::size_t overlapping = 0;
+  for (const Fault& f : faults_)
+    if (f.overlaps) ++overlapping;
+  std::cout << "  faults injected: " << faults_.size() << " (" << overlapping
+            << " of them while another fault held)\n";
   std::cout << "    kind                   count   worst time to a master after the heal\n";
   for (const auto& [k, n] : by_kind) {
     char b[128];
@@ -1221,7 +1290,7 @@ int Suite::run() {
   sleep_ms(o_.ttl_ms);
   snapshot_checks(settle);
   const i64 end = t0_ + ms_to_ns(o_.duration_ms);
-  for (int id = 1; mono_ns() < end && id <= 100000; ++id) cycle(id);
+  for (int id = 1; mono_ns() < end && id <= 100000;) cycle(id);
 
   // The end: SIGTERM to every agent; each must stop cleanly.
   for (auto& s : slots_) {
@@ -1252,7 +1321,8 @@ int Suite::run() {
 int usage(const std::string& why) {
   std::cerr << "fault_suite: " << why << "\n"
             << "usage: fault_suite [--seed N] [--duration 60s] [--agents 5] [--ttl 1s] [--renew 250ms]\n"
-               "                   [--dsn DSN] [--pgdir DIR] [--binary PATH] [--only KIND,...] [--keep]\n";
+               "                   [--overlap PERCENT] [--dsn DSN] [--pgdir DIR] [--binary PATH]\n"
+               "                   [--only KIND,...] [--keep]\n";
   return 2;
 }
 
@@ -1294,6 +1364,11 @@ int main(int argc, char** argv) {
       else if (a == "--pgdir") o.pgdir = value();
       else if (a == "--binary") o.binary = value();
       else if (a == "--keep") o.keep = true;
+      else if (a == "--overlap") {
+        const long long pct = number(value());
+        if (pct > 100) throw std::invalid_argument("--overlap: a percentage, 0 to 100");
+        o.overlap = static_cast<double>(pct) / 100.0;
+      }
       else if (a == "--only") {
         std::istringstream in(value());
         std::string k;

@@ -22,11 +22,13 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -253,8 +255,10 @@ std::string format_ms(std::chrono::milliseconds d) {
   return std::to_string(ms) + "ms";
 }
 
+// `cancel_fd` (an eventfd, or -1): when it becomes readable, the hook is
+// superseded and its process group gets SIGKILL at once.
 int run_hook(const std::string& cluster, const std::string& node, std::chrono::milliseconds timeout,
-             const HookCall& call) {
+             const HookCall& call, int cancel_fd) {
   const std::string& name = call.name;
 
   int fds[2];
@@ -289,10 +293,12 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
   char buf[4096];
 
   while (!(eof && exited)) {
-    pollfd pfds[2];
+    pollfd pfds[3];
     nfds_t n = 0;
     if (!eof) pfds[n++] = pollfd{read_end.get(), POLLIN, 0};
     if (!exited && pidfd.get() >= 0) pfds[n++] = pollfd{pidfd.get(), POLLIN, 0};
+    const bool may_cancel = cancel_fd >= 0 && phase != Phase::killed;
+    if (may_cancel) pfds[n++] = pollfd{cancel_fd, POLLIN, 0};
 
     auto now = Clock::now();
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_step - now);
@@ -325,6 +331,16 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
     }
     if (!exited) exited = has_exited(pid);
     if (eof && exited) break;
+
+    if (may_cancel && pfds[n - 1].revents != 0) {
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t r = ::read(cancel_fd, &v, sizeof v);
+      log_warning("hook " + name + " superseded by a demotion while still running, sending SIGKILL to its process group");
+      ::kill(-pid, SIGKILL);
+      phase = Phase::killed;
+      next_step = Clock::now() + kGiveUpAfterKill;
+      continue;
+    }
 
     if (Clock::now() < next_step) continue;
     switch (phase) {
@@ -395,6 +411,7 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
 
 HookRunner::HookRunner(std::string cluster, std::string node, std::chrono::milliseconds timeout)
     : cluster_(std::move(cluster)), node_(std::move(node)), timeout_(timeout) {
+  cancel_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -405,12 +422,27 @@ HookRunner::~HookRunner() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (cancel_fd_ >= 0) ::close(cancel_fd_);
 }
 
 void HookRunner::enqueue(HookCall call) {
   if (call.command.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (call.role == "standby") {
+      const auto promotes = std::count_if(queue_.begin(), queue_.end(),
+                                          [](const HookCall& c) { return c.role == "master"; });
+      if (promotes > 0) {
+        queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                                    [](const HookCall& c) { return c.role == "master"; }),
+                     queue_.end());
+        log_warning("hook on-promote dropped from the queue: superseded by a demotion before it started");
+      }
+      if (busy_ && running_role_ == "master" && cancel_fd_ >= 0) {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(cancel_fd_, &one, sizeof one);
+      }
+    }
     queue_.push_back(std::move(call));
   }
   cv_.notify_all();
@@ -421,10 +453,12 @@ void HookRunner::drain() {
   cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
 }
 
-int HookRunner::run_now(const HookCall& call) {
+int HookRunner::run_now(const HookCall& call) { return run_call(call, -1); }
+
+int HookRunner::run_call(const HookCall& call, int cancel_fd) {
   if (call.command.empty()) return 0;
   try {
-    return run_hook(cluster_, node_, timeout_, call);
+    return run_hook(cluster_, node_, timeout_, call, cancel_fd);
   } catch (const std::exception& e) {
     log_error("hook " + call.name + " failed: " + e.what());
   } catch (...) {
@@ -441,10 +475,16 @@ void HookRunner::loop() {
     HookCall call = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;
+    running_role_ = call.role;
+    if (cancel_fd_ >= 0) {  // a cancel meant for an earlier call
+      std::uint64_t v;
+      [[maybe_unused]] ssize_t r = ::read(cancel_fd_, &v, sizeof v);
+    }
     lock.unlock();
-    run_now(call);  // never throws
+    run_call(call, cancel_fd_);  // never throws
     lock.lock();
     busy_ = false;
+    running_role_.clear();
     cv_.notify_all();
   }
 }

@@ -27,6 +27,12 @@ struct HookCall {
 // still running after `timeout` is sent SIGTERM, then SIGKILL a second later,
 // and that is logged. A hook's exit status is logged; it changes nothing else.
 //
+// A demotion does not wait behind a promotion: when a call with role "standby"
+// (on-demote) is queued, an on-promote that is still running gets SIGKILL on its
+// process group at once and queued on-promote calls are dropped, so that the
+// on-demote runs now, before another node's on-promote may (the next master is
+// promoted only a margin after this one's deadline). Both are logged.
+//
 // Thread safety: enqueue() and drain() may be called from any thread.
 class HookRunner {
  public:
@@ -47,6 +53,7 @@ class HookRunner {
 
  private:
   void loop();
+  int run_call(const HookCall& call, int cancel_fd);
 
   const std::string cluster_;
   const std::string node_;
@@ -55,6 +62,8 @@ class HookRunner {
   std::condition_variable cv_;
   std::deque<HookCall> queue_;
   bool busy_ = false;
+  std::string running_role_;  // role of the call running now
+  int cancel_fd_ = -1;        // eventfd: kill the running call now
   bool stopping_ = false;
   std::thread thread_;
 };

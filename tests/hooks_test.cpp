@@ -19,6 +19,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -185,13 +186,14 @@ TEST_CASE("queued calls run in order and drain waits for all of them") {
   TempDir dir;
   std::string out = dir.file("order");
   HookRunner runner("c", "n", 5s);
+  // An on-demote first, then promotions (a demotion would supersede promotions queued
+  // before it: see below).
   for (int i = 1; i <= 6; ++i)
     runner.enqueue(call("echo " + std::to_string(i) + " \"$LEASE_AGENT_ROLE\" >> " + q(out),
-                        i % 2 ? "on-promote" : "on-demote", i % 2 ? "master" : "standby"));
+                        i == 1 ? "on-demote" : "on-promote", i == 1 ? "standby" : "master"));
   runner.drain();
   CHECK(lines_of(read_file(out)) ==
-        std::vector<std::string>{"1 master", "2 standby", "3 master", "4 standby", "5 master",
-                                 "6 standby"});
+        std::vector<std::string>{"1 standby", "2 master", "3 master", "4 master", "5 master", "6 master"});
   runner.drain();  // nothing queued: returns at once
 }
 
@@ -373,4 +375,49 @@ TEST_CASE("failing hooks do not stop the runner") {
   runner.enqueue(call("echo still running > " + q(out)));
   runner.drain();
   CHECK(read_file(out) == "still running\n");
+}
+
+// Found by the fault suite (an agent whose on-promote works for a while): an
+// on-demote waited behind a still-running on-promote, up to hook-timeout, while
+// another node was promoted: two nodes in "master" state by their hooks.
+TEST_CASE("an on-demote supersedes a running on-promote: it is killed and the demotion runs now") {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo"), finished = dir.file("finished"), demoted = dir.file("demoted");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  HookRunner runner("c", "n", 60s);
+  CaptureStderr log(dir.file("log"));
+  runner.enqueue(call("echo $$ > " + q(fifo) + "; sleep 30; echo done > " + q(finished)));
+  pid_t promote_pid = 0;
+  {
+    std::ifstream r(fifo);  // returns once the promotion is running and has written its pid
+    r >> promote_pid;
+  }
+  REQUIRE(promote_pid > 0);
+  runner.enqueue(call("echo \"$LEASE_AGENT_ROLE\" > " + q(demoted), "on-demote", "standby"));
+  runner.drain();  // without the supersession: 30 s
+  const std::string text = log.text();
+  CHECK(read_file(demoted) == "standby\n");
+  CHECK_FALSE(fs::exists(finished));
+  CHECK_FALSE(is_running(promote_pid));
+  CHECK(contains(text, "hook on-promote superseded by a demotion while still running, sending SIGKILL"));
+  CHECK(contains(text, "hook on-promote exited with status " + std::to_string(128 + SIGKILL)));
+}
+
+TEST_CASE("an on-demote drops queued on-promote calls; an on-promote never cancels an on-demote") {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo"), out = dir.file("out");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  HookRunner runner("c", "n", 60s);
+  CaptureStderr log(dir.file("log"));
+  // A demotion that waits for this thread, then a promotion and a demotion queued behind it.
+  runner.enqueue(call("read line < " + q(fifo) + "; echo demote1 >> " + q(out), "on-demote", "standby"));
+  runner.enqueue(call("echo promote >> " + q(out)));
+  runner.enqueue(call("echo demote2 >> " + q(out), "on-demote", "standby"));
+  {
+    std::ofstream w(fifo);
+    w << "go\n";
+  }
+  runner.drain();
+  CHECK(lines_of(read_file(out)) == std::vector<std::string>{"demote1", "demote2"});
+  CHECK(contains(log.text(), "hook on-promote dropped from the queue: superseded by a demotion before it started"));
 }

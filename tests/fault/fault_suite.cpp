@@ -302,11 +302,11 @@ struct Sample {
 
 enum class Kind {
   kill9, sigterm, sigstop, drop, reset, latency, drop_to_server, drop_to_client,
-  pg_restart_fast, pg_restart_immediate, terminate_backends, lease_row_lock, node_table_lock, clock_jump,
+  pg_restart_fast, pg_restart_immediate, pg_freeze, terminate_backends, lease_row_lock, node_table_lock, clock_jump,
 };
 constexpr Kind kAllKinds[] = {
     Kind::kill9, Kind::sigterm, Kind::sigstop, Kind::drop, Kind::reset, Kind::latency, Kind::drop_to_server,
-    Kind::drop_to_client, Kind::pg_restart_fast, Kind::pg_restart_immediate, Kind::terminate_backends,
+    Kind::drop_to_client, Kind::pg_restart_fast, Kind::pg_restart_immediate, Kind::pg_freeze, Kind::terminate_backends,
     Kind::lease_row_lock, Kind::node_table_lock, Kind::clock_jump,
 };
 const char* kind_name(Kind k) {
@@ -321,6 +321,7 @@ const char* kind_name(Kind k) {
     case Kind::drop_to_client: return "net-drop-to-client";
     case Kind::pg_restart_fast: return "pg-restart-fast";
     case Kind::pg_restart_immediate: return "pg-restart-immediate";
+    case Kind::pg_freeze: return "pg-freeze";
     case Kind::terminate_backends: return "pg-terminate-backend";
     case Kind::lease_row_lock: return "lease-row-lock";
     case Kind::node_table_lock: return "node-table-lock";
@@ -330,7 +331,7 @@ const char* kind_name(Kind k) {
 }
 // Faults that touch every agent at once (the database's).
 bool is_global(Kind k) {
-  return k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate || k == Kind::terminate_backends ||
+  return k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate || k == Kind::pg_freeze || k == Kind::terminate_backends ||
          k == Kind::lease_row_lock || k == Kind::node_table_lock;
 }
 
@@ -424,6 +425,7 @@ class Suite {
   // Whatever happened: the agents are killed (PR_SET_PDEATHSIG would do it too when
   // the suite exits) and the pollers joined.
   ~Suite() {
+    for (pid_t pid : frozen_) ::kill(pid, SIGCONT);
     for (auto& s : slots_)
       if (s->pid > 0) {
         ::kill(s->pid, SIGKILL);
@@ -489,6 +491,29 @@ class Suite {
   i64 t0_ = 0;
   std::vector<Kind> enabled_;
   std::unique_ptr<Db> lock_db_;  // the transaction of a lock fault
+  std::vector<pid_t> frozen_;     // PostgreSQL's processes while a pg-freeze holds
+
+  // The postmaster of LEASE_AGENT_TEST_PGDIR and its children, postmaster first.
+  std::vector<pid_t> postgres_processes() {
+    std::ifstream in(o_.pgdir + "/data/postmaster.pid");
+    long long pm = 0;
+    if (!(in >> pm) || pm <= 1) throw std::runtime_error("cannot read " + o_.pgdir + "/data/postmaster.pid");
+    std::vector<pid_t> out{static_cast<pid_t>(pm)};
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream st(e.path() / "stat");
+      std::string line;
+      std::getline(st, line);
+      const auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(line.substr(close + 2));
+      char state = 0;
+      long long ppid = 0;
+      if (rest >> state >> ppid && ppid == pm) out.push_back(static_cast<pid_t>(std::stoll(name)));
+    }
+    return out;
+  }
 
   // what the previous snapshot saw: node -> (incarnation, registered_at)
   std::map<std::string, std::pair<std::string, std::string>> prev_reg_;
@@ -541,7 +566,8 @@ void Suite::setup() {
 
   for (Kind k : kAllKinds) {
     if (!o_.kinds.empty() && !o_.kinds.count(k)) continue;
-    if ((k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate) && o_.pgdir.empty()) continue;
+    if ((k == Kind::pg_restart_fast || k == Kind::pg_restart_immediate || k == Kind::pg_freeze) && o_.pgdir.empty())
+      continue;
     if (k == Kind::clock_jump && !faketime_ok) continue;
     enabled_.push_back(k);
   }
@@ -803,6 +829,13 @@ void Suite::begin(Fault& f) {
       detail << "down " << fmt_ms(mono_ns() - f.start);
       break;
     }
+    case Kind::pg_freeze: {
+      frozen_ = postgres_processes();
+      f.start = mono_ns();
+      for (pid_t pid : frozen_) ::kill(pid, SIGSTOP);
+      detail << frozen_.size() << " processes stopped for " << f.hold_ms << "ms";
+      break;
+    }
     case Kind::terminate_backends: {
       Db db(o_.dsn);
       std::string names;
@@ -865,6 +898,10 @@ void Suite::end(Fault& f) {
     case Kind::latency:
       s->proxy->set_latency(Ms(0));
       break;
+    case Kind::pg_freeze:
+      for (pid_t pid : frozen_) ::kill(pid, SIGCONT);
+      frozen_.clear();
+      break;
     case Kind::lease_row_lock:
     case Kind::node_table_lock:
       lock_db_->exec("COMMIT");
@@ -894,11 +931,11 @@ void Suite::cycle(int& next_id) {
   std::uniform_real_distribution<double> coin(0, 1);
   if (o_.overlap > 0 && coin(rng_) < o_.overlap && a.hold_ms > 0) {
     Fault b;
-    b.id = next_id++;
     b.kind = pick_kind();
     for (int i = 0; i < 10 && is_global(a.kind) && is_global(b.kind); ++i) b.kind = pick_kind();
     if (!(is_global(a.kind) && is_global(b.kind))) {
       sleep_ms(rand_ms(0.0, static_cast<double>(a.hold_ms) / static_cast<double>(o_.ttl_ms)));
+      b.id = next_id++;
       choose_target(b, a.target);
       begin(b);
       b.overlaps = a.id;

@@ -86,8 +86,13 @@ class Agent {
     v.master = !stopping_ && election_.is_master(now);
     v.connected_standby = !stopping_ && election_.is_connected_standby(now);
     v.healthy = election_.healthy(now);
-    v.role = stopping_ ? "stopping" : v.master ? "master" : v.connected_standby ? "standby" : "disconnected";
+    v.role = stopping_                                       ? "stopping"
+             : v.master                                      ? "master"
+             : v.connected_standby                           ? "standby"
+             : v.healthy && !election_.registered()          ? "registering"
+                                                             : "disconnected";
     v.epoch = election_.epoch();
+    v.may_acquire = !stopping_ && election_.may_acquire(now);
     const HeartbeatAnswer& a = election_.last_answer();
     if (v.master) {
       v.master_node = settings_.node;
@@ -206,6 +211,10 @@ int Agent::worker_loop() {
                                 : std::string("connected to the database"),
                    {{"database", store_->describe_connection()}});
         ever_connected = true;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          election_.on_connected(Clock::now());
+        }
         outage_since.reset();
         outage_error.clear();
         backoff = election_.timing().retry();

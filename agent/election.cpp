@@ -30,13 +30,19 @@ HeartbeatRequest Election::request(TimePoint now) const {
   if (is_master(now)) r.epoch = epoch_;
   if (!holding_ && watched_version_ && now >= watched_since_ + timing_.ttl)
     r.watched_version = watched_version_;
+  r.may_acquire = may_acquire(now);
   return r;
 }
+
+void Election::on_connected(TimePoint now) { connected_at_ = now; }
 
 TimePoint Election::next_heartbeat() const {
   TimePoint t = regular_next_;
   if (!holding_ && watched_version_ && watched_version_ != tried_version_)
-    t = std::min(t, watched_since_ + timing_.ttl);
+    t = std::min(t, std::max(watched_since_ + timing_.ttl, connected_at_.value_or(t) + timing_.ttl));
+  // A standby whose connection comes of age asks then (a free lease, a lease of ours).
+  if (!holding_ && connected_at_ && *connected_at_ + timing_.ttl > last_sent_)
+    t = std::min(t, *connected_at_ + timing_.ttl);
   return t;
 }
 
@@ -61,6 +67,7 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
                              TimePoint sent, TimePoint received) {
   Decision d;
   last_ok_ = received;
+  last_sent_ = sent;
   failures_ = 0;
 
   // 1. The node name: refused while another incarnation is live. At start that may be
@@ -171,6 +178,7 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
 Decision Election::on_failure(TimePoint sent, TimePoint now, const std::string& error) {
   Decision d;
   ++failures_;
+  last_sent_ = sent;
   // A master retries quickly until its deadline; a standby backs off up to renew.
   milliseconds wait = timing_.retry();
   if (!holding_) {

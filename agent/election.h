@@ -47,6 +47,7 @@ struct Timing {
 struct HeartbeatRequest {
   std::optional<std::int64_t> epoch;            // the epoch held as master, if any
   std::optional<std::int64_t> watched_version;  // a version watched unchanged for ttl
+  bool may_acquire = false;                     // the store may start a term for us
 };
 
 // What one heartbeat answered.
@@ -82,6 +83,14 @@ class Election {
   // The request for a heartbeat sent now.
   HeartbeatRequest request(TimePoint now) const;
 
+  // The store's connection was (re)established at `now`. No term starts (no
+  // acquisition, no new epoch of a lease of ours) until the connection is ttl old: a
+  // database that lost acknowledged commits (a crash with synchronous_commit off, a
+  // failover to an asynchronous standby) may show a lease row older than what a
+  // master acted on, and it lost every connection with them; after ttl from the loss,
+  // every such master's deadline has passed. Renewals of a held lease go on.
+  void on_connected(TimePoint now);
+
   // A heartbeat sent at `sent` with `req` answered `a`, received at `received`.
   Decision on_answer(const HeartbeatRequest& req, const HeartbeatAnswer& a, TimePoint sent,
                      TimePoint received);
@@ -100,7 +109,12 @@ class Election {
 
   bool is_master(TimePoint now) const { return holding_ && now < deadline_; }
   // A standby whose last round trip succeeded within ttl.
-  bool is_connected_standby(TimePoint now) const { return !holding_ && healthy(now); }
+  // Registered (in the line of succession), not master, and in touch with the database.
+  // A node that waits for its previous incarnation's registration to expire is not yet.
+  bool is_connected_standby(TimePoint now) const { return !holding_ && registered_ && healthy(now); }
+  bool registered() const { return registered_; }
+  // Whether a heartbeat sent now may start a term (see on_connected).
+  bool may_acquire(TimePoint now) const { return connected_at_ && now >= *connected_at_ + timing_.ttl; }
   // The last round trip succeeded within ttl.
   bool healthy(TimePoint now) const;
 
@@ -130,6 +144,8 @@ class Election {
   TimePoint watched_since_{};
   std::optional<std::int64_t> tried_version_;  // watched version already named once
   TimePoint regular_next_{};    // the next regular heartbeat; zero: at once
+  std::optional<TimePoint> connected_at_;  // of the store's current connection
+  TimePoint last_sent_{};                  // of the last heartbeat answered or failed
   std::optional<TimePoint> last_ok_;
   bool registered_ = false;     // at least one answer without 'duplicate'
   std::string duplicate_seen_;  // detail of the first 'duplicate' answer at start

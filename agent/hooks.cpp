@@ -412,6 +412,8 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
 HookRunner::HookRunner(std::string cluster, std::string node, std::chrono::milliseconds timeout)
     : cluster_(std::move(cluster)), node_(std::move(node)), timeout_(timeout) {
   cancel_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (cancel_fd_ < 0)
+    log_warning("hooks: eventfd: " + errno_text(errno) + "; an on-demote will wait for a running on-promote");
   thread_ = std::thread([this] { loop(); });
 }
 

@@ -30,8 +30,10 @@ struct HookCall {
 // A demotion does not wait behind a promotion: when a call with role "standby"
 // (on-demote) is queued, an on-promote that is still running gets SIGKILL on its
 // process group at once and queued on-promote calls are dropped, so that the
-// on-demote runs now, before another node's on-promote may (the next master is
-// promoted only a margin after this one's deadline). Both are logged.
+// on-demote starts now: the next master may be promoted a margin (ttl/10) after
+// this one's deadline, and a hook that waited behind a promotion would run late.
+// An on-demote can thus run without its on-promote having run (or finished).
+// Both are logged.
 //
 // Thread safety: enqueue() and drain() may be called from any thread.
 class HookRunner {

@@ -1,8 +1,10 @@
 // The lease store on PostgreSQL through libpqxx 6.4: every SQL statement the agent sends.
 #include "lease_store.h"
 
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -115,9 +117,12 @@ struct LeaseStore::Listener : pqxx::notification_receiver {
 // still acknowledges (a stopped server process, a proxy or middlebox that lost its
 // upstream) from a slow one: keepalives and tcp_user_timeout only catch a peer that
 // stops acknowledging. So every call of the store is guarded: when it has not
-// returned by its limit, the watchdog shuts the connection's socket down (it never
-// closes it: the descriptor stays libpq's), libpq sees the connection end and the
-// call fails; the agent reconnects as after any lost connection.
+// returned by its limit, the watchdog shuts the connection's socket down, libpq sees
+// the connection end and the call fails; the agent reconnects as after any lost
+// connection. The watchdog works on a duplicate of libpq's descriptor, its own until
+// disarm(): libpq may close its descriptor during the call (a lost connection), and
+// the number may then be reused by another thread's socket or pipe, which a shutdown
+// of the original number would hit.
 class LeaseStore::Watchdog {
  public:
   Watchdog() : thread_([this] { loop(); }) {}
@@ -132,16 +137,16 @@ class LeaseStore::Watchdog {
 
   void arm(int fd, Clock::time_point limit) {
     std::lock_guard<std::mutex> lock(mu_);
-    fd_ = fd;
+    close_fd();
+    fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // -1 (no guard) only if out of descriptors
     limit_ = limit;
     fired_ = false;
     cv_.notify_all();
   }
-  // True if the call was cut off. After disarm() returns the watchdog no longer
-  // touches the descriptor, so the caller may close it.
+  // True if the call was cut off.
   bool disarm() {
     std::lock_guard<std::mutex> lock(mu_);
-    fd_ = -1;
+    close_fd();
     return fired_;
   }
 
@@ -156,9 +161,15 @@ class LeaseStore::Watchdog {
       } else {
         ::shutdown(fd_, SHUT_RDWR);
         fired_ = true;
-        fd_ = -1;
+        close_fd();
       }
     }
+    close_fd();
+  }
+
+  void close_fd() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
   }
 
   std::mutex mu_;
@@ -191,7 +202,12 @@ class LeaseStore::Guard {
     }
     return cut_;
   }
-  // Call in a catch block: if the watchdog cut the call, a clear error instead.
+  // After a call that succeeded: if the watchdog cut the connection just as the
+  // answer came, the answer stands but the connection is gone.
+  void finish() {
+    if (release()) store_.disconnect();
+  }
+  // In a catch block, or after a call: if the watchdog cut the call, a clear error.
   void throw_if_cut(const char* doing) {
     if (!release()) return;
     store_.disconnect();
@@ -272,7 +288,9 @@ void LeaseStore::connect(bool listen, bool check_schema) {
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   conn_->inhibit_reactivation(true);  // reconnection is ours to decide
 #pragma GCC diagnostic pop
-  Guard guard(*this, check_schema ? call_timeout() : milliseconds(30000));
+  // Up to five round trips (settings, schema version, two statements, LISTEN), each
+  // allowed a call_timeout().
+  Guard guard(*this, check_schema ? 5 * call_timeout() : milliseconds(30000));
   try {
     pqxx::nontransaction tx(*conn_);
     const auto statement_timeout = this->statement_timeout().count();
@@ -297,13 +315,20 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   try {
     conn_->prepare("heartbeat",
                    "SELECT * FROM lease_agent.heartbeat($1, $2, $3, $4, $5, "
-                   "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1))");
+                   "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
     conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+    // Now, not at the first heartbeat (libpqxx prepares lazily): a heartbeat is then
+    // one round trip, which its call_timeout() is for.
+    if (check_schema) {
+      conn_->prepare_now("heartbeat");
+      conn_->prepare_now("leave");
+    }
     if (listen) listener_ = std::make_unique<Listener>(*conn_, opt_.cluster);
   } catch (const std::exception& e) {
     guard.throw_if_cut("preparing statements");
     fail(e, "preparing statements");
   }
+  guard.throw_if_cut("connecting");
 }
 
 HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
@@ -313,7 +338,8 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_prepared(
         "heartbeat", opt_.cluster, opt_.node, opt_.incarnation, opt_.address,
-        static_cast<int>(opt_.ttl.count()), req.epoch.value_or(-1), req.watched_version.value_or(-1));
+        static_cast<int>(opt_.ttl.count()), req.epoch.value_or(-1), req.watched_version.value_or(-1),
+        req.may_acquire);
     if (r.size() != 1) throw StoreError("heartbeat returned " + std::to_string(r.size()) + " rows", false);
     const pqxx::row row = r[0];
     auto text = [&](const char* col) { return row[col].is_null() ? std::string() : row[col].as<std::string>(); };
@@ -330,6 +356,7 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     a.first_in_line = text("o_first_in_line");
     a.lease_left_ms = num("o_lease_left_ms");
     a.db_now_ms = row["o_db_now_ms"].is_null() ? 0.0 : row["o_db_now_ms"].as<double>();
+    guard.finish();
     return a;
   } catch (const StoreError&) {
     throw;
@@ -345,7 +372,9 @@ bool LeaseStore::leave() {
   try {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_prepared("leave", opt_.cluster, opt_.node, opt_.incarnation);
-    return r.size() == 1 && !r[0][0].is_null() && r[0][0].as<bool>();
+    const bool released = r.size() == 1 && !r[0][0].is_null() && r[0][0].as<bool>();
+    guard.finish();
+    return released;
   } catch (const std::exception& e) {
     guard.throw_if_cut("leave");
     fail(e, "leave");
@@ -408,6 +437,7 @@ ClusterStatus LeaseStore::cluster_status() {
     guard.throw_if_cut("reading the cluster status");
     fail(e, "reading the cluster status");
   }
+  guard.finish();
   return cs;
 }
 
@@ -426,6 +456,7 @@ void LeaseStore::apply_schema() {
       }
     }
     tx.commit();
+    guard.finish();
   } catch (const StoreError&) {
     disconnect();
     throw;

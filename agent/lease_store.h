@@ -53,7 +53,7 @@ struct ClusterStatus {
 };
 
 // The schema version this agent needs (lease_agent.schema_info.version).
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 struct StoreOptions {
   std::string dsn;  // libpq connection string or URI; empty: libpq's environment

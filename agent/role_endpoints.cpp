@@ -23,6 +23,7 @@ std::string status_json(const RoleView& v) {
   }
   j["lease_left_ms"] = v.lease_left_ms;
   j["healthy"] = v.healthy;
+  j["may_acquire"] = v.may_acquire;
   if (v.last_round_trip_ago_ms < 0) {
     j["last_round_trip_ago_ms"] = nullptr;
     j["last_round_trip_latency_ms"] = nullptr;

@@ -19,7 +19,7 @@ struct RoleView {
   bool master = false;             // holds the lease now (judged by its deadline)
   bool connected_standby = false;  // standby whose last round trip succeeded within ttl
   bool healthy = false;            // last round trip succeeded within ttl
-  std::string role;                // "master", "standby", "disconnected" or "stopping"
+  std::string role;                // "master", "standby", "registering", "disconnected", "stopping"
   std::string cluster;
   std::string node;
   std::string address;
@@ -29,6 +29,7 @@ struct RoleView {
   std::int64_t lease_left_ms = 0;
   std::int64_t last_round_trip_ago_ms = -1;   // -1: none yet
   std::int64_t last_round_trip_latency_ms = -1;
+  bool may_acquire = false;        // its connection is ttl old: it may start a term
 };
 
 // Serves the endpoints on a thread pool of its own. Every answer asks `view`

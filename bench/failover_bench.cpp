@@ -77,6 +77,15 @@ int http_status(int port) {
   return r ? r->status : -1;
 }
 
+// Whether the agent's connection is ttl old, so that it may start a term (/status).
+bool may_acquire(int port) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(0, 200000);
+  c.set_read_timeout(0, 500000);
+  auto r = c.Get("/status");
+  return r && r->status == 200 && r->body.find("\"may_acquire\":true") != std::string::npos;
+}
+
 // Polls cond every ~0.2 ms for at most `limit`; returns the time it became true.
 template <typename F>
 bool await(F cond, std::chrono::milliseconds limit, Clock::time_point* when = nullptr) {
@@ -158,6 +167,9 @@ int main(int argc, char** argv) {
         auto r = tx.exec("SELECT node FROM lease_agent.master WHERE cluster = " + tx.quote(cluster));
         return r.empty() ? "" : r[0][0].as<std::string>();
       };
+      // Every successor in the steady state: its connection ttl old.
+      for (int i = 0; i < agents && started; ++i)
+        started = await([&] { return may_acquire(as[i].port); }, std::chrono::seconds(10));
       if (!started || master_row() != "n1") {
         ++f.failures;
       } else {

@@ -235,6 +235,14 @@ cmd_stop() {
   fi
   [ -f "$dir/$MARKER" ] || die "$dir was not created by pg.sh; not touching it"
   if [ -f "$dir/data/postmaster.pid" ]; then
+    # A fault-injection run stopped mid-way may have left the server SIGSTOPped
+    # (pg-freeze): resume it first, or it could not act on the shutdown.
+    local pm
+    pm=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null || true)
+    if [ -n "$pm" ] && [ "$pm" -gt 1 ] 2>/dev/null; then
+      pkill -CONT -P "$pm" 2>/dev/null || true
+      kill -CONT "$pm" 2>/dev/null || true
+    fi
     if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1; then
       if is_running "$dir"; then
         say "fast shutdown failed; immediate shutdown"

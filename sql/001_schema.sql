@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS lease_agent.schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
-INSERT INTO lease_agent.schema_info (version) VALUES (1)
+INSERT INTO lease_agent.schema_info (version) VALUES (2)
     ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(lease_agent.schema_info.version, EXCLUDED.version);
 
 -- The master of each cluster: the lease is held and unexpired right now.

@@ -13,9 +13,16 @@
 --      ('<version> held <cluster>', or 'free' after a release);
 --   5. answer role, holder, epoch and version.
 -- p_epoch is the epoch this agent believes it holds as master, null when standby.
+-- p_may_acquire false: this call starts no term (neither an acquisition nor a new epoch
+-- of a lease of ours); a renewal at p_epoch goes on. An agent passes false until its
+-- connection is ttl old: a database that lost acknowledged commits (a crash with
+-- synchronous_commit off, a failover to an asynchronous standby) may show an older
+-- lease row than a master acted on, and it lost every connection with them.
+-- (Schema version 1 had no p_may_acquire.)
+DROP FUNCTION IF EXISTS lease_agent.heartbeat(text, text, text, text, integer, bigint, bigint);
 CREATE OR REPLACE FUNCTION lease_agent.heartbeat(
     p_cluster text, p_node text, p_incarnation text, p_address text,
-    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint)
+    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean DEFAULT true)
 RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
                o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
                o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text)
@@ -68,7 +75,9 @@ BEGIN
     IF v_mine OR l.holder IS NULL OR l.version = p_watched_version THEN
         SELECT * INTO l FROM lease_agent.lease WHERE cluster = p_cluster FOR UPDATE;
         v_mine := l.holder = p_node AND l.holder_incarnation = p_incarnation;
-        IF v_mine THEN
+        IF v_mine AND p_epoch IS DISTINCT FROM l.epoch AND NOT p_may_acquire THEN
+            v_mine := false;  -- ours, but no new term yet: the row stays as it is
+        ELSIF v_mine THEN
             IF p_epoch IS DISTINCT FROM l.epoch THEN
                 l.epoch := l.epoch + 1;
                 l.acquired_at := v_now;
@@ -76,7 +85,7 @@ BEGIN
             END IF;
             l.version := l.version + 1;
             l.expires_at := v_now + v_ttl;
-        ELSIF l.holder IS NULL OR l.version = p_watched_version THEN
+        ELSIF p_may_acquire AND (l.holder IS NULL OR l.version = p_watched_version) THEN
             SELECT nd.node INTO v_first FROM lease_agent.node nd
              WHERE nd.cluster = p_cluster AND nd.expires_at > v_now
              ORDER BY nd.registered_at, nd.node LIMIT 1;

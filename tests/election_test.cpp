@@ -44,13 +44,15 @@ class FakeStore {
     ++n.beats;
 
     const bool mine = holder == node && holder_incarnation == incarnation;
-    if (mine) {
+    if (mine && req.epoch != epoch && !req.may_acquire) {
+      // ours, but no new term yet: nothing changes
+    } else if (mine) {
       if (req.epoch != epoch) {
         ++epoch;
         a.acquired = true;
       }
       ++version;
-    } else if (holder.empty() || (req.watched_version && *req.watched_version == version)) {
+    } else if (req.may_acquire && (holder.empty() || (req.watched_version && *req.watched_version == version))) {
       a.first_in_line = first_in_line();
       if (a.first_in_line == node) {
         holder = node;
@@ -60,7 +62,7 @@ class FakeStore {
         a.acquired = true;
       }
     }
-    a.holder_is_me = holder == node && holder_incarnation == incarnation;
+    a.holder_is_me = holder == node && holder_incarnation == incarnation && (req.epoch == epoch || a.acquired);
     a.holder = holder;
     a.epoch = epoch;
     a.version = version;
@@ -107,7 +109,9 @@ class FakeStore {
 struct FakeAgent {
   FakeAgent(std::string name, FakeStore& store, FakeClock& clock, std::string inc = "")
       : name(std::move(name)), incarnation(inc.empty() ? this->name + "-1" : inc), store(store),
-        clock(clock), election(kTiming) {}
+        clock(clock), election(kTiming) {
+    election.on_connected(clock.now - kTiming.ttl);  // connected long enough to acquire
+  }
 
   // A heartbeat that answers instantly.
   Decision beat() {
@@ -405,7 +409,9 @@ TEST_CASE("a lease the store says is ours at another epoch is a new term", "[ele
   FakeStore store(clock);
   FakeAgent n1("n1", store, clock);
   // An acquisition whose answer was lost: the store holds it for n1 at epoch 1.
-  store.heartbeat("n1", "n1-1", {});
+  HeartbeatRequest acquire;
+  acquire.may_acquire = true;
+  store.heartbeat("n1", "n1-1", acquire);
   REQUIRE(store.holder == "n1");
   clock.advance(milliseconds(100));
   const Decision d = n1.beat();
@@ -422,6 +428,11 @@ TEST_CASE("duplicate node name: a dead previous life is waited out, a live one i
     Decision d = n1.beat();
     CHECK(d.transition == Transition::none);
     CHECK(d.reason.find("waiting to see") != std::string::npos);
+    // Found by the fault suite: while it waits it is not in the line of succession,
+    // so not a connected standby (GET /standby 503), though the database answers.
+    CHECK_FALSE(n1.election.registered());
+    CHECK_FALSE(n1.election.is_connected_standby(clock.now));
+    CHECK(n1.election.healthy(clock.now));
     for (int i = 0; i < 10 && d.transition == Transition::none && !n1.master(); ++i) {
       clock.now = n1.election.next_heartbeat();
       d = n1.beat();
@@ -476,4 +487,55 @@ TEST_CASE("the database's clock is compared with ours: a warning, never a decisi
   const Decision d = e.on_answer({}, a, t + milliseconds(1000), t + milliseconds(1000));
   CHECK(d.warning.find("database clock advanced") != std::string::npos);
   CHECK(d.transition == Transition::none);
+}
+
+// Found by the fault suite (pg-restart-immediate, with synchronous_commit off): the
+// database lost a renewal it had acknowledged, and a standby's watched version came
+// back with another meaning; a standby took the lease while the master still acted on
+// the lost renewal. No term starts until the store's connection is ttl old.
+TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[election]") {
+  const TimePoint t0 = TimePoint(std::chrono::hours(1));
+  SECTION("a fresh connection may not acquire, an old one may") {
+    Election e(kTiming);
+    e.on_connected(t0);
+    CHECK_FALSE(e.request(t0).may_acquire);
+    CHECK_FALSE(e.request(t0 + kTiming.ttl - milliseconds(1)).may_acquire);
+    CHECK(e.request(t0 + kTiming.ttl).may_acquire);
+    e.on_connected(t0 + kTiming.ttl * 3);  // a reconnection starts the wait again
+    CHECK_FALSE(e.request(t0 + kTiming.ttl * 3).may_acquire);
+  }
+  SECTION("without a connection, never") {
+    Election e(kTiming);
+    CHECK_FALSE(e.request(t0).may_acquire);
+  }
+  SECTION("a master that reconnects renews at its epoch; after its deadline it waits") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock);
+    REQUIRE(n1.beat().transition == Transition::promote);
+    n1.election.on_connected(clock.now);  // a reconnection
+    clock.advance(kTiming.renew);
+    CHECK(n1.beat().transition == Transition::none);  // renewed
+    CHECK(n1.master());
+    clock.advance(kTiming.ttl);  // the deadline passes: demoted
+    CHECK(n1.election.tick(clock.now).transition == Transition::demote);
+    n1.election.on_connected(clock.now);
+    const std::int64_t epoch = store.epoch;
+    CHECK(n1.beat().transition == Transition::none);  // ours, but no new term yet
+    CHECK_FALSE(n1.master());
+    CHECK(store.epoch == epoch);
+    clock.advance(kTiming.ttl);
+    CHECK(n1.beat().transition == Transition::promote);  // now a new term
+    CHECK(store.epoch == epoch + 1);
+  }
+  SECTION("a free lease waits for a young connection") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock);
+    n1.election.on_connected(clock.now);
+    CHECK(n1.beat().transition == Transition::none);
+    CHECK(store.holder.empty());
+    run_for({&n1}, clock, kTiming.ttl + kTiming.renew);
+    CHECK(n1.master());
+  }
 }

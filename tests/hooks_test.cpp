@@ -387,11 +387,21 @@ TEST_CASE("an on-demote supersedes a running on-promote: it is killed and the de
   HookRunner runner("c", "n", 60s);
   CaptureStderr log(dir.file("log"));
   runner.enqueue(call("echo $$ > " + q(fifo) + "; sleep 30; echo done > " + q(finished)));
-  pid_t promote_pid = 0;
-  {
-    std::ifstream r(fifo);  // returns once the promotion is running and has written its pid
-    r >> promote_pid;
+  // The promotion writes its pid once it runs; a reader that does not block, and a
+  // bounded wait for it.
+  const int rfd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(rfd >= 0);
+  std::string got;
+  for (int i = 0; i < 100 && got.find('\n') == std::string::npos; ++i) {
+    pollfd p{rfd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    char buf[64];
+    const ssize_t n = ::read(rfd, buf, sizeof buf);
+    if (n > 0) got.append(buf, static_cast<std::size_t>(n));
   }
+  ::close(rfd);
+  REQUIRE(got.find('\n') != std::string::npos);
+  const pid_t promote_pid = static_cast<pid_t>(std::stol(got));
   REQUIRE(promote_pid > 0);
   runner.enqueue(call("echo \"$LEASE_AGENT_ROLE\" > " + q(demoted), "on-demote", "standby"));
   runner.drain();  // without the supersession: 30 s

@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "proc_util.h"
 #include "test_support.h"
 
 extern char** environ;
@@ -94,34 +95,18 @@ inline std::string tail(const std::string& text, std::size_t max_chars = 2500) {
   return "..." + text.substr(text.size() - max_chars);
 }
 
-// A loopback TCP port nobody listens on right now: bind port 0, read it back, close.
 inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  try {
+    return lease_agent_proc::free_port();
+  } catch (const std::exception& e) {
+    FAIL(e.what());
+  }
+  return -1;
 }
 
 // The test DSN with some keywords replaced (parsed with libpq, so a URI works too).
 inline std::string dsn_with(const std::map<std::string, std::string>& overrides) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(test_dsn().c_str(), &err);
-  if (opts == nullptr) {
-    const std::string why = err ? err : "out of memory";
-    if (err) PQfreemem(err);
-    FAIL("cannot parse LEASE_AGENT_TEST_DSN: " << why);
-  }
-  std::map<std::string, std::string> kv;
-  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-    if (o->val != nullptr && *o->val != '\0') kv[o->keyword] = o->val;
-  PQconninfoFree(opts);
+  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
   for (const auto& [k, v] : overrides) kv[k] = v;
   std::string out;
   for (const auto& [k, v] : kv) {
@@ -205,73 +190,18 @@ class PendingRequest {
   int fd_ = -1;
 };
 
-// Exit status of a waitpid status: the exit code, or 128 + the signal.
-inline int decode_status(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
+using lease_agent_proc::decode_status;
+using lease_agent_proc::wait_pid;
 
-// fork+exec of argv with extra environment, stdin /dev/null, stdout/stderr appended to
-// files, an empty signal mask, and PR_SET_PDEATHSIG: if the test process dies (a crash,
-// a kill), its agents die with it instead of running on. The test process has a single
-// thread; the child still runs only async-signal-safe calls before execve.
 inline pid_t spawn_process(const std::vector<std::string>& args,
                            const std::vector<std::pair<std::string, std::string>>& extra_env,
                            const std::string& stdout_path, const std::string& stderr_path) {
-  std::vector<std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string entry = *e;
-    bool replaced = false;
-    for (const auto& kv : extra_env)
-      if (entry.compare(0, kv.first.size() + 1, kv.first + "=") == 0) replaced = true;
-    if (!replaced) env.push_back(entry);
+  try {
+    return lease_agent_proc::spawn_process(args, extra_env, stdout_path, stderr_path);
+  } catch (const std::exception& e) {
+    FAIL(e.what());
   }
-  for (const auto& kv : extra_env) env.push_back(kv.first + "=" + kv.second);
-  std::vector<char*> envp, argv;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args_copy = args;
-  for (auto& a : args_copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const char* out_path = stdout_path.c_str();
-  const char* err_path = stderr_path.c_str();
-  const pid_t parent = ::getpid();
-
-  const pid_t pid = ::fork();
-  if (pid < 0) FAIL("fork: " << std::strerror(errno));
-  if (pid == 0) {
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
-    const int in = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const int err = ::open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (in < 0 || out < 0 || err < 0) ::_exit(127);
-    if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
-    ::close_range(3, ~0U, 0);
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig)
-      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
-    sigset_t empty;
-    sigemptyset(&empty);
-    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// waitpid with a bound: the exit status, or nullopt if still running at the deadline.
-inline std::optional<int> wait_pid(pid_t pid, Ms limit) {
-  const auto deadline = SteadyClock::now() + limit;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return decode_status(status);
-    if (r < 0 && errno != EINTR) return std::nullopt;  // not our child (already reaped)
-    if (SteadyClock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(Ms(5));
-  }
+  return -1;
 }
 
 // ---------------------------------------------------------------------------

@@ -19,12 +19,25 @@ namespace {
 
 constexpr Ms kTtl{2000};
 
-// n1, n2, n3 started in this order, each once the previous one answers; n1 master.
+// Until the agent says its connection is ttl old (/status may_acquire): before that it
+// starts no term (agent/election.h, on_connected).
+void wait_may_acquire(Cluster& c, Agent& a) {
+  c.wait_until(a.node() + " to be connected for ttl (/status may_acquire)", [&] {
+    std::string body;
+    return a.get("/status", &body) == 200 && nlohmann::json::parse(body).value("may_acquire", false);
+  });
+}
+
+// n1, n2, n3 started in this order, each once the previous one answers; n1 master, and
+// every agent's connection ttl old, so that a successor may take over at once.
 struct Three {
   explicit Three(Cluster& c, const std::vector<AgentOptions>& opts = {})
       : n1(c.start_ready(opt(opts, 0, "n1"))),
         n2(c.start_ready(opt(opts, 1, "n2"))),
-        n3(c.start_ready(opt(opts, 2, "n3"))) {}
+        n3(c.start_ready(opt(opts, 2, "n3"))) {
+    c.wait_until("n1 to be master", [&] { return n1.get("/master") == 200; });
+    for (Agent* a : {&n1, &n2, &n3}) wait_may_acquire(c, *a);
+  }
   static AgentOptions opt(const std::vector<AgentOptions>& opts, std::size_t i, const char* node) {
     AgentOptions o = i < opts.size() ? opts[i] : AgentOptions{};
     if (o.node.empty()) o.node = node;
@@ -284,7 +297,7 @@ TEST_CASE("a second live agent with the same node name exits 3 and the first sta
   AgentOptions o;
   o.node = "dup-node";
   Agent& first = c.start_ready(o);
-  REQUIRE(first.get("/master") == 200);
+  c.wait_until("the first to be master", [&] { return first.get("/master") == 200; });
 
   Agent& second = c.spawn(o);
   CHECK(second.wait_exit() == 3);
@@ -591,7 +604,7 @@ TEST_CASE("HEAD /master answers like GET", "[process]") {
   Cluster c("proc-head");
   Agent& n1 = c.start_ready("n1");
   Agent& n2 = c.start_ready("n2");
-  CHECK(n1.get("/master") == 200);
+  c.wait_until("n1 to be master", [&] { return n1.get("/master") == 200; });
   CHECK(n1.head("/master") == 200);
   CHECK(n2.get("/master") == 503);
   CHECK(n2.head("/master") == 503);

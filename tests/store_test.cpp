@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <future>
 #include <memory>
+#include <thread>
 
 #include "fault/fault_proxy.h"
 
@@ -33,8 +34,10 @@ std::unique_ptr<LeaseStore> make_store(const std::string& cluster, const std::st
   return s;
 }
 
-HeartbeatRequest as_master(std::int64_t epoch) { return HeartbeatRequest{epoch, std::nullopt}; }
-HeartbeatRequest watching(std::int64_t version) { return HeartbeatRequest{std::nullopt, version}; }
+// Requests of an agent whose connection is old enough to start a term (may_acquire).
+HeartbeatRequest standby() { return HeartbeatRequest{std::nullopt, std::nullopt, true}; }
+HeartbeatRequest as_master(std::int64_t epoch) { return HeartbeatRequest{epoch, std::nullopt, true}; }
+HeartbeatRequest watching(std::int64_t version) { return HeartbeatRequest{std::nullopt, version, true}; }
 
 // Makes a node's registration expire now, as if it had stopped heartbeating ttl ago.
 void expire_node(const std::string& cluster, const std::string& node) {
@@ -59,11 +62,11 @@ TEST_CASE("the first of two contenders acquires, the second stands by", "[store]
   const std::string c = unique_cluster("two");
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2");
-  const HeartbeatAnswer a1 = n1->heartbeat({});
+  const HeartbeatAnswer a1 = n1->heartbeat(standby());
   CHECK(a1.holder_is_me);
   CHECK(a1.acquired);
   CHECK(a1.epoch == 1);
-  const HeartbeatAnswer a2 = n2->heartbeat({});
+  const HeartbeatAnswer a2 = n2->heartbeat(standby());
   CHECK_FALSE(a2.holder_is_me);
   CHECK(a2.holder == "n1");
   CHECK(a2.holder_address == "n1.example:8080");
@@ -76,7 +79,7 @@ TEST_CASE("the first of two contenders acquires, the second stands by", "[store]
 TEST_CASE("a renewal keeps the epoch and moves the version", "[store]") {
   const std::string c = unique_cluster("renew");
   auto n1 = make_store(c, "n1");
-  const HeartbeatAnswer a = n1->heartbeat({});
+  const HeartbeatAnswer a = n1->heartbeat(standby());
   const HeartbeatAnswer b = n1->heartbeat(as_master(a.epoch));
   CHECK(b.holder_is_me);
   CHECK_FALSE(b.acquired);
@@ -89,8 +92,8 @@ TEST_CASE("compare-and-set on the version: a renewal that slips in makes a takeo
   const std::string c = unique_cluster("cas");
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2");
-  const HeartbeatAnswer a1 = n1->heartbeat({});
-  const HeartbeatAnswer seen = n2->heartbeat({});
+  const HeartbeatAnswer a1 = n1->heartbeat(standby());
+  const HeartbeatAnswer seen = n2->heartbeat(standby());
   // n1 renews before n2's takeover arrives.
   n1->heartbeat(as_master(a1.epoch));
   expire_node(c, "n1");  // even if n1 looked dead by the database's clock
@@ -114,9 +117,9 @@ TEST_CASE("succession goes to the first live node by registration, among three",
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2");
   auto n3 = make_store(c, "n3");
-  n1->heartbeat({});
-  n2->heartbeat({});
-  const HeartbeatAnswer s3 = n3->heartbeat({});
+  n1->heartbeat(standby());
+  n2->heartbeat(standby());
+  const HeartbeatAnswer s3 = n3->heartbeat(standby());
   expire_node(c, "n1");
   // n3 watched the version for ttl, but n2 is first in line: no.
   const HeartbeatAnswer t3 = n3->heartbeat(watching(s3.version));
@@ -137,9 +140,9 @@ TEST_CASE("a release notifies, and the first in line takes the free lease at onc
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2", "", /*listen=*/true);
   auto n3 = make_store(c, "n3");
-  const HeartbeatAnswer a = n1->heartbeat({});
-  n2->heartbeat({});
-  n3->heartbeat({});
+  const HeartbeatAnswer a = n1->heartbeat(standby());
+  n2->heartbeat(standby());
+  n3->heartbeat(standby());
   n2->take_notices();
   // A renewal notifies with the new version, "held".
   const HeartbeatAnswer r = n1->heartbeat(as_master(a.epoch));
@@ -154,10 +157,10 @@ TEST_CASE("a release notifies, and the first in line takes the free lease at onc
   CHECK(got.back().free);
   CHECK(query_value("SELECT count(*) FROM lease_agent.master WHERE cluster = '" + c + "'") == "0");
   // n3 asks first but n2 is first in line (n1 is gone).
-  const HeartbeatAnswer t3 = n3->heartbeat({});
+  const HeartbeatAnswer t3 = n3->heartbeat(standby());
   CHECK_FALSE(t3.holder_is_me);
   CHECK(t3.first_in_line == "n2");
-  const HeartbeatAnswer t2 = n2->heartbeat({});
+  const HeartbeatAnswer t2 = n2->heartbeat(standby());
   CHECK(t2.holder_is_me);
   CHECK(t2.epoch == 2);
   // Leaving twice changes nothing; the registration is kept, marked gone.
@@ -171,9 +174,9 @@ TEST_CASE("a notification of another cluster is not ours", "[store]") {
   const std::string other = unique_cluster("other");
   auto listener = make_store(c, "n1", "", true);
   auto o = make_store(other, "x");
-  o->heartbeat({});
+  o->heartbeat(standby());
   auto m = make_store(c, "n2");
-  m->heartbeat({});  // acquires in c: one notice
+  m->heartbeat(standby());  // acquires in c: one notice
   const std::vector<LeaseNotice> got = await_notices(*listener);
   REQUIRE(got.size() == 1);
   CHECK(got[0].version == 1);
@@ -184,7 +187,7 @@ TEST_CASE("epochs grow by one at every acquisition", "[store]") {
   std::vector<std::int64_t> epochs;
   for (int i = 0; i < 4; ++i) {
     auto n = make_store(c, "n" + std::to_string(i));
-    const HeartbeatAnswer a = n->heartbeat({});
+    const HeartbeatAnswer a = n->heartbeat(standby());
     REQUIRE(a.holder_is_me);
     epochs.push_back(a.epoch);
     n->leave();
@@ -196,17 +199,17 @@ TEST_CASE("an incarnation: a live one is refused, a restart joins the back of th
   const std::string c = unique_cluster("incarnation");
   auto n1 = make_store(c, "n1", "first-life");
   auto n2 = make_store(c, "n2");
-  n1->heartbeat({});
-  const HeartbeatAnswer s2 = n2->heartbeat({});
+  n1->heartbeat(standby());
+  const HeartbeatAnswer s2 = n2->heartbeat(standby());
   auto again = make_store(c, "n1", "second-life");
-  const HeartbeatAnswer d = again->heartbeat({});
+  const HeartbeatAnswer d = again->heartbeat(standby());
   CHECK(d.duplicate);
   CHECK(d.duplicate_detail.find("first-life") != std::string::npos);
   CHECK(query_value("SELECT incarnation FROM lease_agent.node WHERE cluster = '" + c + "' AND node = 'n1'") ==
         "first-life");
   // The first life dies. The second registers behind n2 and does not inherit the lease.
   expire_node(c, "n1");
-  const HeartbeatAnswer r = again->heartbeat({});
+  const HeartbeatAnswer r = again->heartbeat(standby());
   CHECK_FALSE(r.duplicate);
   CHECK_FALSE(r.holder_is_me);
   CHECK(r.holder == "n1");
@@ -219,8 +222,8 @@ TEST_CASE("an incarnation: a live one is refused, a restart joins the back of th
 TEST_CASE("a lease of ours at an epoch we did not claim starts a new term", "[store]") {
   const std::string c = unique_cluster("indoubt");
   auto n1 = make_store(c, "n1");
-  const HeartbeatAnswer a = n1->heartbeat({});  // say this answer was lost
-  const HeartbeatAnswer b = n1->heartbeat({});
+  const HeartbeatAnswer a = n1->heartbeat(standby());  // say this answer was lost
+  const HeartbeatAnswer b = n1->heartbeat(standby());
   CHECK(b.holder_is_me);
   CHECK(b.acquired);
   CHECK(b.epoch == a.epoch + 1);
@@ -230,8 +233,8 @@ TEST_CASE("assert_master fences a stale master in the caller's transaction", "[s
   const std::string c = unique_cluster("fence");
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2");
-  const HeartbeatAnswer a = n1->heartbeat({});
-  const HeartbeatAnswer s = n2->heartbeat({});
+  const HeartbeatAnswer a = n1->heartbeat(standby());
+  const HeartbeatAnswer s = n2->heartbeat(standby());
   auto conn = connect_db();
   {
     pqxx::work tx(*conn);
@@ -300,10 +303,10 @@ TEST_CASE("cluster status lists every node in registration order", "[store]") {
   const std::string c = unique_cluster("status");
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2");
-  n1->heartbeat({});
-  n2->heartbeat({});
+  n1->heartbeat(standby());
+  n2->heartbeat(standby());
   n1->leave();
-  const HeartbeatAnswer a = n2->heartbeat({});
+  const HeartbeatAnswer a = n2->heartbeat(standby());
   REQUIRE(a.holder_is_me);
   const ClusterStatus cs = n2->cluster_status();
   CHECK(cs.holder == "n2");
@@ -320,39 +323,74 @@ TEST_CASE("cluster status lists every node in registration order", "[store]") {
 // forever; the agent never came back. The call is now cut off at call_timeout().
 TEST_CASE("a heartbeat that gets no answer is cut off, and the store reconnects", "[store][fault]") {
   ensure_schema();
-  const auto kv = dsn_keywords(test_dsn());
+  auto kv = dsn_keywords(test_dsn());
   lease_agent_fault::FaultProxy proxy(kv.count("host") ? kv.at("host") : "127.0.0.1",
                                       kv.count("port") ? std::stoi(kv.at("port")) : 5432);
+  kv["host"] = "127.0.0.1";
+  kv["port"] = std::to_string(proxy.port());
+  kv.erase("hostaddr");
   StoreOptions o;
-  o.dsn = test_dsn() + " host=127.0.0.1 port=" + std::to_string(proxy.port());
+  for (const auto& [k, v] : kv) o.dsn += k + "='" + v + "' ";  // test values: no quotes inside
   o.cluster = unique_cluster("silent");
   o.node = "n1";
   o.incarnation = "n1-inc";
   o.ttl = milliseconds(1000);
   o.renew = milliseconds(250);
-  LeaseStore store(o);
-  store.connect();
-  REQUIRE(store.heartbeat({}).holder_is_me);
+  auto store = std::make_shared<LeaseStore>(o);
+  store->connect();
+  REQUIRE(store->heartbeat(standby()).holder_is_me);
 
   proxy.set_mode(lease_agent_fault::FaultProxy::Mode::drop);
-  // Bounded by the test itself: without the watchdog this call never returns.
-  auto call = std::async(std::launch::async, [&] {
+  // On a thread of its own, so that the test stays bounded if the call never returns.
+  auto outcome = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> result = outcome->get_future();
+  std::thread([store, outcome] {
     try {
-      store.heartbeat(as_master(1));
+      store->heartbeat(as_master(1));
+      outcome->set_value("answered");
     } catch (const StoreError& e) {
-      return std::string(e.fatal() ? "fatal: " : "") + e.what();
+      outcome->set_value(std::string(e.fatal() ? "fatal: " : "") + e.what());
     }
-    return std::string("answered");
-  });
-  REQUIRE(call.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
-  const std::string error = call.get();
-  CHECK(error == "heartbeat: no answer from the database within " + std::to_string(store.call_timeout().count()) +
-                     "ms; dropped the connection");
-  CHECK_FALSE(store.connected());
+  }).detach();
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    FAIL("the heartbeat through a silent network did not return within 30 s");
+  CHECK(result.get() == "heartbeat: no answer from the database within " +
+                            std::to_string(store->call_timeout().count()) + "ms; dropped the connection");
+  CHECK_FALSE(store->connected());
 
   proxy.set_mode(lease_agent_fault::FaultProxy::Mode::pass);
-  store.connect();
-  const HeartbeatAnswer a = store.heartbeat(as_master(1));
+  store->connect();
+  const HeartbeatAnswer a = store->heartbeat(as_master(1));
   CHECK(a.holder_is_me);
   CHECK(a.epoch == 1);
+}
+
+TEST_CASE("p_may_acquire false: no acquisition, no new term; a renewal goes on", "[store]") {
+  const std::string c = unique_cluster("young");
+  auto n1 = make_store(c, "n1");
+  HeartbeatRequest young;  // may_acquire false
+  HeartbeatAnswer a = n1->heartbeat(young);
+  CHECK_FALSE(a.holder_is_me);  // the lease is free, but not for a young connection
+  CHECK(a.holder.empty());
+  HeartbeatRequest old_enough;
+  old_enough.may_acquire = true;
+  a = n1->heartbeat(old_enough);
+  REQUIRE(a.holder_is_me);
+  REQUIRE(a.epoch == 1);
+  // A renewal at the epoch held goes on over a young connection.
+  HeartbeatRequest renew = as_master(1);
+  renew.may_acquire = false;  // (a master that reconnected)
+  a = n1->heartbeat(renew);
+  CHECK(a.holder_is_me);
+  CHECK(a.epoch == 1);
+  // A lease of ours without the epoch (the master stopped counting on it): no new
+  // term over a young connection, and the row stays as it was.
+  const HeartbeatAnswer unchanged = n1->heartbeat(young);
+  CHECK_FALSE(unchanged.holder_is_me);
+  CHECK(unchanged.holder == "n1");
+  CHECK(unchanged.epoch == 1);
+  CHECK(unchanged.version == a.version);
+  a = n1->heartbeat(old_enough);
+  CHECK(a.holder_is_me);
+  CHECK(a.epoch == 2);
 }

@@ -23,13 +23,13 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -51,11 +51,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "fault_proxy.h"
+#include "proc_util.h"
 
-extern char** environ;
 
 namespace {
 
@@ -125,55 +126,13 @@ int record_hook(const char* path) {
 // ---------------------------------------------------------------------------
 // Small process and database helpers.
 
-// fork+exec with extra environment, output appended to a file, PR_SET_PDEATHSIG so
-// that nothing outlives the suite. Only async-signal-safe calls run in the child.
+// Children get PR_SET_PDEATHSIG (tests/proc_util.h): nothing outlives the suite.
 pid_t spawn(const std::vector<std::string>& args, const std::vector<std::pair<std::string, std::string>>& extra_env,
             const std::string& log_path) {
-  std::vector<std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string entry = *e;
-    bool replaced = false;
-    for (const auto& kv : extra_env)
-      if (entry.compare(0, kv.first.size() + 1, kv.first + "=") == 0) replaced = true;
-    if (!replaced) env.push_back(entry);
-  }
-  for (const auto& kv : extra_env) env.push_back(kv.first + "=" + kv.second);
-  std::vector<char*> envp, argv;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> a = args;
-  for (auto& s : a) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
-    const int in = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (in < 0 || out < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) ::_exit(127);
-    ::close_range(3, ~0U, 0);
-    sigset_t empty;
-    sigemptyset(&empty);
-    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
-  }
-  return pid;
+  return lease_agent_proc::spawn_process(args, extra_env, log_path, log_path);
 }
 
-// The exit status (or 128 + signal) once `pid` has exited within `limit_ms`.
-std::optional<int> wait_exit(pid_t pid, i64 limit_ms) {
-  const i64 deadline = mono_ns() + ms_to_ns(limit_ms);
-  for (int i = 0;; ++i) {
-    int st = 0;
-    const pid_t r = ::waitpid(pid, &st, WNOHANG);
-    if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (r < 0 && errno != EINTR) return std::nullopt;
-    if (mono_ns() >= deadline || i > 1000000) return std::nullopt;
-    sleep_ms(2);
-  }
-}
+std::optional<int> wait_exit(pid_t pid, i64 limit_ms) { return lease_agent_proc::wait_pid(pid, Ms(limit_ms)); }
 
 // A command run to its end, bounded; its output goes to log_path. The exit status,
 // or -1 if it had to be killed.
@@ -186,18 +145,7 @@ int run_bounded(const std::vector<std::string>& args, const std::string& log_pat
   return -1;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("cannot find a free loopback port");
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using lease_agent_proc::free_port;
 
 // A libpq connection string, parsed into keywords, with some replaced.
 std::map<std::string, std::string> parse_dsn(const std::string& dsn) {
@@ -345,6 +293,7 @@ struct Fault {
   i64 all_healed = 0;          // when every fault of its round was healed
   int overlaps = 0;            // the fault of the round this one was added to, if any
   i64 master_after_heal = -1;  // ns from all_healed to the first master answer; -1 none
+  i64 takeover = -1;           // ns from the fault to another node's master answer, where checked
   std::string detail;
 };
 
@@ -419,13 +368,26 @@ struct Period {
 // ---------------------------------------------------------------------------
 // The run.
 
+// PostgreSQL's processes while a pg-freeze holds, also where the signal thread can
+// resume them: a suite stopped by Ctrl-C or a test timeout must not leave the
+// database frozen behind it.
+constexpr std::size_t kMaxFrozen = 256;
+std::array<std::atomic<pid_t>, kMaxFrozen>& frozen_pids() {
+  static std::array<std::atomic<pid_t>, kMaxFrozen> pids{};
+  return pids;
+}
+std::mutex& frozen_mu() {
+  static std::mutex mu;
+  return mu;
+}
+
 class Suite {
  public:
   explicit Suite(Options o) : o_(std::move(o)), rng_(o_.seed) {}
   // Whatever happened: the agents are killed (PR_SET_PDEATHSIG would do it too when
   // the suite exits) and the pollers joined.
   ~Suite() {
-    for (pid_t pid : frozen_) ::kill(pid, SIGCONT);
+    thaw_all();
     for (auto& s : slots_)
       if (s->pid > 0) {
         ::kill(s->pid, SIGKILL);
@@ -493,12 +455,14 @@ class Suite {
   std::unique_ptr<Db> lock_db_;  // the transaction of a lock fault
   std::vector<pid_t> frozen_;     // PostgreSQL's processes while a pg-freeze holds
 
-  // The postmaster of LEASE_AGENT_TEST_PGDIR and its children, postmaster first.
-  std::vector<pid_t> postgres_processes() {
+  pid_t postmaster_pid() {
     std::ifstream in(o_.pgdir + "/data/postmaster.pid");
     long long pm = 0;
     if (!(in >> pm) || pm <= 1) throw std::runtime_error("cannot read " + o_.pgdir + "/data/postmaster.pid");
-    std::vector<pid_t> out{static_cast<pid_t>(pm)};
+    return static_cast<pid_t>(pm);
+  }
+  static std::vector<pid_t> children_of(pid_t parent) {
+    std::vector<pid_t> out;
     for (const auto& e : std::filesystem::directory_iterator("/proc")) {
       const std::string name = e.path().filename().string();
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -506,13 +470,29 @@ class Suite {
       std::string line;
       std::getline(st, line);
       const auto close = line.rfind(')');
-      if (close == std::string::npos) continue;
+      if (close == std::string::npos || close + 2 >= line.size()) continue;
       std::istringstream rest(line.substr(close + 2));
       char state = 0;
       long long ppid = 0;
-      if (rest >> state >> ppid && ppid == pm) out.push_back(static_cast<pid_t>(std::stoll(name)));
+      if (rest >> state >> ppid && ppid == parent) out.push_back(static_cast<pid_t>(std::stoll(name)));
     }
     return out;
+  }
+  void freeze(pid_t pid) {
+    if (::kill(pid, SIGSTOP) != 0) {
+      thaw_all();
+      throw std::runtime_error("pg-freeze: cannot stop PostgreSQL process " + std::to_string(pid) + ": " +
+                               std::strerror(errno));
+    }
+    std::lock_guard<std::mutex> l(frozen_mu());
+    frozen_.push_back(pid);
+    if (frozen_.size() <= kMaxFrozen) frozen_pids()[frozen_.size() - 1] = pid;
+  }
+  void thaw_all() {
+    std::lock_guard<std::mutex> l(frozen_mu());
+    for (pid_t pid : frozen_) ::kill(pid, SIGCONT);
+    frozen_.clear();
+    for (auto& p : frozen_pids()) p = 0;
   }
 
   // what the previous snapshot saw: node -> (incarnation, registered_at)
@@ -690,6 +670,7 @@ bool Suite::wait_connected(Slot& s, i64 since, i64 limit_ms) {
         violation(mono_ns(), s.node + " (generation " + std::to_string(s.gen) + ") exited by itself with status " +
                                  std::to_string(code) + "; log " + s.log_path);
         end_life(s, "exit " + std::to_string(code));
+        touched_.insert(s.index);
         start_agent(s);
       }
     }
@@ -758,7 +739,11 @@ void Suite::choose_target(Fault& f, int busy) {
   std::vector<int> candidates;
   for (auto& s : slots_)
     if (s->index != busy && (f.kind != Kind::clock_jump || s->faketime)) candidates.push_back(s->index);
-  if (candidates.empty()) candidates.push_back(busy == 0 ? 1 : 0);
+  if (candidates.empty()) {  // e.g. a clock jump with the only faketime agent busy
+    f.kind = Kind::sigstop;
+    for (auto& s : slots_)
+      if (s->index != busy) candidates.push_back(s->index);
+  }
   std::uniform_real_distribution<double> coin(0, 1);
   const bool on_master = master >= 0 && coin(rng_) < 0.6 &&
                          std::find(candidates.begin(), candidates.end(), master) != candidates.end();
@@ -775,6 +760,7 @@ void Suite::begin(Fault& f) {
   switch (f.kind) {
     case Kind::kill9:
     case Kind::sigterm: {
+      if (s->pid <= 0) throw std::logic_error("no process to signal for " + s->node);
       f.start = mono_ns();
       ::kill(s->pid, f.kind == Kind::kill9 ? SIGKILL : SIGTERM);
       const std::optional<int> st = wait_exit(s->pid, 20000);
@@ -789,6 +775,7 @@ void Suite::begin(Fault& f) {
       break;
     }
     case Kind::sigstop:
+      if (s->pid <= 0) throw std::logic_error("no process to signal for " + s->node);
       f.start = mono_ns();
       ::kill(s->pid, SIGSTOP);
       s->paused = true;
@@ -830,9 +817,11 @@ void Suite::begin(Fault& f) {
       break;
     }
     case Kind::pg_freeze: {
-      frozen_ = postgres_processes();
+      // The postmaster first, so that it forks no backend we would miss; then its children.
+      const pid_t pm = postmaster_pid();
       f.start = mono_ns();
-      for (pid_t pid : frozen_) ::kill(pid, SIGSTOP);
+      freeze(pm);
+      for (pid_t pid : children_of(pm)) freeze(pid);
       detail << frozen_.size() << " processes stopped for " << f.hold_ms << "ms";
       break;
     }
@@ -899,8 +888,7 @@ void Suite::end(Fault& f) {
       s->proxy->set_latency(Ms(0));
       break;
     case Kind::pg_freeze:
-      for (pid_t pid : frozen_) ::kill(pid, SIGCONT);
-      frozen_.clear();
+      thaw_all();
       break;
     case Kind::lease_row_lock:
     case Kind::node_table_lock:
@@ -1112,22 +1100,26 @@ void Suite::check_samples() {
   // (2) Epochs only grow, and one epoch is one agent's.
   std::map<i64, std::pair<int, int>> owner;
   std::sort(periods.begin(), periods.end(), [](const Period& a, const Period& b) { return a.first_sent < b.first_sent; });
-  const Period* prev = nullptr;
+  const Period* top = nullptr;  // the period with the greatest epoch so far
   for (const Period& p : periods) {
     auto [it, fresh] = owner.emplace(p.epoch, std::make_pair(p.slot, p.gen));
     if (!fresh && it->second != std::make_pair(p.slot, p.gen))
       violation(p.first_sent, "epoch " + std::to_string(p.epoch) + " answered as master by two agents");
-    if (prev && p.epoch < prev->epoch && p.first_recv > prev->last_sent)
-      violation(p.first_sent, "epochs went back: " + std::to_string(prev->epoch) + " then " + std::to_string(p.epoch));
-    prev = &p;
+    // (ordered by the sending of the first request: a later period that certainly began
+    // after the top one was answered)
+    if (top && p.epoch < top->epoch && p.first_recv > top->first_recv)
+      violation(p.first_sent, "epochs went back: " + std::to_string(top->epoch) + " then " + std::to_string(p.epoch));
+    if (!top || p.epoch > top->epoch) top = &p;
   }
   periods_ = periods;
 }
 
-// Hooks: per node, promote and demote alternate; no two nodes' master state (from
-// on-promote to on-demote) overlaps. A life that ended by kill -9 ends its master
-// state then; a life paused by SIGSTOP while master ends it at the pause (a frozen
-// process, like the frozen server beside it, acts on nothing).
+// Hooks: no two nodes' master state (from on-promote to on-demote) overlaps, and
+// epochs of on-promote never go back. A life ended by kill -9 (or a crash) ends its
+// master state then; a life that stopped cleanly as master must have run on-demote
+// before it exited. A SIGSTOP splits the state: a frozen process, like the frozen
+// server beside it, does nothing; after SIGCONT it is master again only if it kept the
+// lease, and if it did not, its on-demote must come within `margin` (ttl/10).
 void Suite::check_hooks() {
   struct Rec {
     i64 t;
@@ -1150,62 +1142,69 @@ void Suite::check_hooks() {
     i64 epoch, from, to;
   };
   std::vector<Held> held;
-  std::map<std::string, std::optional<Rec>> open;
+  const i64 margin = ms_to_ns(o_.ttl_ms / 10);
   auto slot_of = [&](const std::string& node) -> Slot* {
     for (auto& s : slots_)
       if (s->node == node) return s.get();
     return nullptr;
   };
-  // The end of the master state that began with `p`, given the node's next record at
-  // `demote_at`: the end of the life it began in (kill -9), or the freeze of that life
-  // if its on-demote came only after the SIGCONT. A hook may record after its agent was
-  // killed: then the state ended at the kill, before it began (empty).
-  auto cut = [&](const Rec& p, i64 demote_at) -> i64 {
+  // The master state that began with on-promote `p`; the node's next record (or the
+  // end of the run) at `next`.
+  auto add = [&](const Rec& p, i64 next) {
     Slot* s = slot_of(p.node);
-    if (!s) return demote_at;
     const Slot::Life* life = nullptr;
-    for (const auto& l : s->lives)
-      if (l.start <= p.t) life = &l;
-    if (!life) return demote_at;
-    i64 end = demote_at;
-    if (life->end && life->end < end) end = life->end;
-    for (const auto& pause : life->pauses)
-      if (pause.first > p.t && pause.first < end && demote_at >= pause.second) end = pause.first;
-    return end;
+    if (s)
+      for (const auto& l : s->lives)
+        if (l.start <= p.t) life = &l;
+    i64 end = next;
+    if (life && life->end && life->end < next) {
+      end = life->end;  // the life ended before the next record
+      const bool crashed = life->ended == "kill-9" || life->ended.rfind("exit", 0) == 0;
+      if (!crashed && p.t < life->end)
+        violation(life->end, p.node + " stopped (" + life->ended + ") as master (epoch " + std::to_string(p.epoch) +
+                                 ") without running on-demote");
+    }
+    i64 from = p.t;
+    if (life)
+      for (const auto& pause : life->pauses) {
+        if (pause.first <= from || pause.first >= end) continue;
+        held.push_back({p.node, p.epoch, from, pause.first});
+        from = pause.second + margin;
+      }
+    if (from < end) held.push_back({p.node, p.epoch, from, end});
   };
+  std::map<std::string, std::optional<Rec>> open;
   for (const Rec& r : recs) {
     auto& o = open[r.node];
-    if (r.role == "master") {
-      if (o) held.push_back({o->node, o->epoch, o->t, cut(*o, r.t)});  // previous life ended as master
-      o = r;
-    } else if (o) {
-      held.push_back({o->node, o->epoch, o->t, cut(*o, r.t)});
-      o.reset();
-    }
+    if (o) add(*o, r.t);
+    o.reset();
+    if (r.role == "master") o = r;
   }
   const i64 end = mono_ns();
   for (auto& [node, o] : open)
-    if (o) held.push_back({o->node, o->epoch, o->t, cut(*o, end)});
-  held.erase(std::remove_if(held.begin(), held.end(), [](const Held& h) { return h.to < h.from; }), held.end());
+    if (o) add(*o, end);
   std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.from < b.from; });
-  for (std::size_t i = 0; i + 1 < held.size(); ++i) {
-    const Held& a = held[i];
-    const Held& b = held[i + 1];
-    if (b.from < a.to)
-      violation(b.from, "two masters by the hooks: " + b.node + " ran on-promote (epoch " + std::to_string(b.epoch) + ") at " +
-                            fmt_rel(b.from) + " before " + a.node + " ran on-demote (epoch " + std::to_string(a.epoch) +
-                            ") at " + fmt_rel(a.to));
+  const Held* reach = nullptr;       // the state reaching furthest so far
+  const Held* top_epoch = nullptr;   // the state with the greatest epoch so far
+  for (const Held& b : held) {
+    if (reach && b.from < reach->to && b.node != reach->node)
+      violation(b.from, "two masters by the hooks: " + b.node + " ran on-promote (epoch " + std::to_string(b.epoch) +
+                            ") at " + fmt_rel(b.from) + " before " + reach->node + " ran on-demote (epoch " +
+                            std::to_string(reach->epoch) + ") at " + fmt_rel(reach->to));
     // A master whose deadline passed while its renewal was on the way is master again
     // when the renewal's answer comes: the same epoch, as nobody held it in between.
-    if (b.epoch < a.epoch || (b.epoch == a.epoch && b.node != a.node))
-      violation(b.from, "epochs of on-promote did not grow: " + std::to_string(a.epoch) + " (" + a.node + ") then " +
-                            std::to_string(b.epoch) + " (" + b.node + ")");
+    if (top_epoch && (b.epoch < top_epoch->epoch || (b.epoch == top_epoch->epoch && b.node != top_epoch->node)))
+      violation(b.from, "epochs of on-promote went back: " + std::to_string(top_epoch->epoch) + " (" + top_epoch->node +
+                            ") then " + std::to_string(b.epoch) + " (" + b.node + ")");
+    if (!reach || b.to > reach->to) reach = &b;
+    if (!top_epoch || b.epoch > top_epoch->epoch) top_epoch = &b;
   }
   hook_periods_ = held.size();
 }
 
 // (3) After each heal, a master within ttl + renew (one reconnection backoff and a
-// round trip), and the longest time without any master answer, with its cause.
+// round trip); a takeover while a fault of the master holds; the longest time
+// without any master answer, with its cause.
 void Suite::check_liveness() {
   std::vector<std::pair<i64, i64>> answers;  // master answers (sent, recv), by time
   for (auto& s : slots_) {
@@ -1214,8 +1213,19 @@ void Suite::check_liveness() {
       if (x.master) answers.push_back({x.sent, x.recv});
   }
   std::sort(answers.begin(), answers.end());
-  const i64 bound = ms_to_ns(o_.ttl_ms + o_.renew_ms);
+  // Faults of the database cut every agent's connection: a new connection starts no
+  // term for ttl (agent/election.h), after a reconnection backoff of up to renew.
+  std::set<int> cut_all;
+  for (const Fault& f : faults_)
+    if (f.kind == Kind::pg_restart_fast || f.kind == Kind::pg_restart_immediate || f.kind == Kind::pg_freeze ||
+        f.kind == Kind::terminate_backends) {
+      cut_all.insert(f.id);
+      if (f.overlaps) cut_all.insert(f.overlaps);
+    }
+  for (const Fault& f : faults_)
+    if (f.overlaps && cut_all.count(f.overlaps)) cut_all.insert(f.id);
   for (Fault& f : faults_) {
+    const i64 bound = ms_to_ns(o_.ttl_ms + o_.renew_ms * (cut_all.count(f.id) ? 2 : 1));
     auto it = std::lower_bound(answers.begin(), answers.end(), std::make_pair(f.all_healed, i64{0}));
     if (it == answers.end()) {
       violation(f.all_healed, "no master after the heal of fault #" + std::to_string(f.id));
@@ -1224,7 +1234,36 @@ void Suite::check_liveness() {
     f.master_after_heal = std::max<i64>(0, it->second - f.all_healed);
     if (f.master_after_heal > bound)
       violation(f.all_healed, "no master for " + fmt_ms(f.master_after_heal) + " after the heal of fault #" + std::to_string(f.id) +
-                            " (" + kind_name(f.kind) + "), more than ttl + renew = " + fmt_ms(bound));
+                            " (" + kind_name(f.kind) + "), more than " + fmt_ms(bound));
+  }
+  // The takeover while the fault still holds: when the master alone was killed, frozen
+  // or cut off for longer than it takes, another node answers master within ttl + renew
+  // of the fault (DESIGN.md: one ttl after the master's last renewal, plus a round trip;
+  // with one-way loss towards the agent its renewals still land for up to one more renew).
+  std::vector<std::tuple<i64, i64, int>> by_slot;  // (sent, recv, slot) of master answers
+  for (auto& s : slots_) {
+    std::lock_guard<std::mutex> l(s->mu);
+    for (const Sample& x : s->samples)
+      if (x.master) by_slot.emplace_back(x.sent, x.recv, x.slot);
+  }
+  std::sort(by_slot.begin(), by_slot.end());
+  std::set<int> overlapped;
+  for (const Fault& f : faults_)
+    if (f.overlaps) overlapped.insert(f.overlaps), overlapped.insert(f.id);
+  for (Fault& f : faults_) {
+    const bool cuts_master = f.kind == Kind::kill9 || f.kind == Kind::sigstop || f.kind == Kind::drop ||
+                             f.kind == Kind::drop_to_server || f.kind == Kind::drop_to_client;
+    const i64 limit = ms_to_ns(o_.ttl_ms + o_.renew_ms * (f.kind == Kind::drop_to_client ? 2 : 1));
+    if (!cuts_master || !f.target_was_master || overlapped.count(f.id) || ms_to_ns(f.hold_ms) <= limit) continue;
+    auto it = std::lower_bound(by_slot.begin(), by_slot.end(), std::make_tuple(f.start, i64{0}, 0));
+    while (it != by_slot.end() && std::get<2>(*it) == f.target) ++it;
+    if (it == by_slot.end() || std::get<1>(*it) - f.start > limit) {
+      violation(f.start, "no other master within " + fmt_ms(limit) + " of fault #" + std::to_string(f.id) + " (" +
+                             kind_name(f.kind) + " of the master " + slots_[static_cast<std::size_t>(f.target)]->node +
+                             " for " + std::to_string(f.hold_ms) + "ms)");
+      continue;
+    }
+    f.takeover = std::get<1>(*it) - f.start;
   }
   // Longest gap between master answers, from the first master on.
   for (std::size_t i = 1; i < answers.size(); ++i) {
@@ -1289,9 +1328,15 @@ std::string Suite::repro() const {
 void Suite::report() {
   std::map<std::string, int> by_kind;
   std::map<std::string, i64> worst_after_heal;
+  std::map<std::string, std::pair<int, i64>> takeovers;  // kind -> (count, worst)
   for (const Fault& f : faults_) {
     ++by_kind[kind_name(f.kind)];
     worst_after_heal[kind_name(f.kind)] = std::max(worst_after_heal[kind_name(f.kind)], f.master_after_heal);
+    if (f.takeover >= 0) {
+      auto& t = takeovers[kind_name(f.kind)];
+      ++t.first;
+      t.second = std::max(t.second, f.takeover);
+    }
   }
   std::cout << "\nfault_suite summary (seed " << o_.seed << ", " << o_.agents << " agents, ttl " << o_.ttl_ms << "ms, renew "
             << o_.renew_ms << "ms, " << std::fixed;
@@ -1302,10 +1347,12 @@ void Suite::report() {
     if (f.overlaps) ++overlapping;
   std::cout << "  faults injected: " << faults_.size() << " (" << overlapping
             << " of them while another fault held)\n";
-  std::cout << "    kind                   count   worst time to a master after the heal\n";
+  std::cout << "    kind                   count   worst time to a master after the heal   takeovers (worst)\n";
   for (const auto& [k, n] : by_kind) {
-    char b[128];
-    std::snprintf(b, sizeof b, "    %-22s %5d   %s\n", k.c_str(), n, fmt_ms(worst_after_heal[k]).c_str());
+    char b[160];
+    const auto t = takeovers.count(k) ? takeovers[k] : std::make_pair(0, i64{-1});
+    std::snprintf(b, sizeof b, "    %-22s %5d   %-37s   %s\n", k.c_str(), n, fmt_ms(worst_after_heal[k]).c_str(),
+                  t.first ? (std::to_string(t.first) + " (" + fmt_ms(t.second) + ")").c_str() : "-");
     std::cout << b;
   }
   std::cout << "  samples of /status: " << samples_total_ << " (" << master_samples_ << " master), master periods: "
@@ -1383,6 +1430,23 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.size() == 2 && args[0] == "--record") return record_hook(args[1].c_str());
   ::signal(SIGPIPE, SIG_IGN);
+  // SIGINT/SIGTERM/SIGHUP go to one thread: it resumes a frozen PostgreSQL and exits
+  // (the agents die with the suite: PR_SET_PDEATHSIG).
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  std::thread([stop] {
+    int sig = 0;
+    while (::sigwait(&stop, &sig) != 0) {
+    }
+    for (auto& p : frozen_pids())
+      if (p.load() > 0) ::kill(p.load(), SIGCONT);
+    std::fprintf(stderr, "fault_suite: stopped by signal %d\n", sig);
+    std::_Exit(128 + sig);
+  }).detach();
 
   Options o;
   o.self = std::filesystem::absolute(argv[0]).string();

@@ -42,6 +42,18 @@ await() {
   return 1
 }
 
+# Waits (at most 10 s) until NODE's connection is ttl old: only then may it take the
+# lease (a new connection starts no term for ttl).
+await_eligible() {
+  local port=$1
+  for _ in $(seq 1 500); do
+    curl -s "http://127.0.0.1:$port/status" | grep -q '"may_acquire":true' && return 0
+    sleep 0.02
+  done
+  echo "timed out waiting for 127.0.0.1:$port/status to say may_acquire" >&2
+  return 1
+}
+
 say "three agents, ttl=2s renew=500ms, started in order"
 for i in 1 2 3; do
   "$agent" run --dsn "$dsn" --cluster demo --node "node$i" -b "10.0.0.$i:8080" \
@@ -52,6 +64,8 @@ for i in 1 2 3; do
   disown "$!"  # no job-control chatter when the demo kills it
   if [ "$i" = 1 ]; then await 8711 /master; else await "$((8710 + i))" /standby; fi
 done
+await_eligible 8712
+await_eligible 8713
 "$agent" status --dsn "$dsn" --cluster demo
 psql -c "SELECT cluster, node, address, epoch FROM lease_agent.master"
 

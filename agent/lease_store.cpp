@@ -228,7 +228,12 @@ LeaseStore::LeaseStore(StoreOptions options)
 
 LeaseStore::~LeaseStore() { disconnect(); }
 
-milliseconds LeaseStore::statement_timeout() const { return std::max(opt_.renew, opt_.ttl / 4); }
+// At least 250 ms: a fresh backend (after a restart of the server its caches are cold)
+// may need that long for its first heartbeat, and one cut off only makes way for
+// another cold one (seen in the fault suite at ttl 500ms: a storm of reconnections).
+milliseconds LeaseStore::statement_timeout() const {
+  return std::max({opt_.renew, opt_.ttl / 4, milliseconds(250)});
+}
 
 milliseconds LeaseStore::call_timeout() const { return 2 * statement_timeout(); }
 

@@ -100,10 +100,11 @@ class LeaseStore {
   // Applies the embedded sql/ files in one transaction; idempotent.
   void apply_schema();
 
-  // The longest the agent's own statements (connection set-up, heartbeat, leave) may
-  // go unanswered before the connection is cut: twice the statement_timeout that the
-  // server applies, so that a server that is merely slow answers with its own error
-  // first. One-shot commands (status, schema apply) get 30 s.
+  // The longest the agent's own statements (heartbeat, leave; five times this for the
+  // connection set-up) may go unanswered before the connection is cut: twice the
+  // statement_timeout that the server applies (max(renew, ttl/4, 250ms)), so that a
+  // server that is merely slow answers with its own error first. One-shot commands
+  // (status, schema apply) get 30 s.
   milliseconds call_timeout() const;
 
  private:

@@ -150,7 +150,7 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
   }
 
   // 4. Someone else holds it, or nobody does.
-  if (req.watched_version && a.version == *req.watched_version)
+  if (req.may_acquire && req.watched_version && a.version == *req.watched_version)
     tried_version_ = a.version;  // not first in line: do not ask again at this version
   std::ostringstream r;
   if (holding_) {

@@ -528,6 +528,22 @@ TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[el
     CHECK(n1.beat().transition == Transition::promote);  // now a new term
     CHECK(store.epoch == epoch + 1);
   }
+  SECTION("a standby that reconnected takes over a dead master's lease when its connection comes of age") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+    n1.beat();
+    n2.beat();
+    n1.alive = false;  // kill -9, right after its last renewal
+    clock.advance(milliseconds(300));
+    n2.election.on_connected(clock.now);  // n2 reconnects 300 ms later
+    const TimePoint of_age = clock.now + kTiming.ttl;
+    run_for({&n1, &n2}, clock, kTiming.ttl - milliseconds(20));
+    CHECK_FALSE(n2.master());  // the watched version is ttl old, the connection is not
+    run_for({&n1, &n2}, clock, milliseconds(40));
+    CHECK(clock.now > of_age);
+    CHECK(n2.master());  // woken when the connection came of age, not a renew later
+  }
   SECTION("a free lease waits for a young connection") {
     FakeClock clock;
     FakeStore store(clock);

@@ -48,6 +48,7 @@ constexpr std::size_t kMaxLine = 4096;                       // longest logged l
 constexpr std::chrono::milliseconds kKillDelay{1000};        // SIGTERM -> SIGKILL
 constexpr std::chrono::milliseconds kGiveUpAfterKill{1000};  // SIGKILL -> stop waiting for EOF
 constexpr std::chrono::milliseconds kExitPollStep{10};       // only without pidfd support
+constexpr std::chrono::milliseconds kReapPollStep{20};       // a killed hook not yet reaped
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -255,10 +256,36 @@ std::string format_ms(std::chrono::milliseconds d) {
   return std::to_string(ms) + "ms";
 }
 
+// Logs how a reaped hook ended and returns its exit status (128+signal when
+// killed).
+int log_exit(const std::string& name, int status) {
+  int code;
+  std::string how;
+  if (WIFEXITED(status)) {
+    code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    code = 128 + WTERMSIG(status);
+    const char* sig = ::strsignal(WTERMSIG(status));
+    how = std::string(" (killed by signal ") + std::to_string(WTERMSIG(status)) +
+          (sig != nullptr ? std::string(", ") + sig : std::string()) + ")";
+  } else {
+    code = -1;
+  }
+  std::string message = "hook " + name + " exited with status " + std::to_string(code) + how;
+  if (code == 0)
+    log_info(message);
+  else
+    log_warning(message);
+  return code;
+}
+
 // `cancel_fd` (an eventfd, or -1): when it becomes readable, the hook is
-// superseded and its process group gets SIGKILL at once.
+// superseded: its process group gets SIGKILL, and run_hook returns at once,
+// without waiting for the killed processes to die (on a loaded machine that
+// can take tens of milliseconds, which the demotion must not wait for). The
+// pid, unreaped, goes into `killed`; the caller reaps it later.
 int run_hook(const std::string& cluster, const std::string& node, std::chrono::milliseconds timeout,
-             const HookCall& call, int cancel_fd) {
+             const HookCall& call, int cancel_fd, std::vector<pid_t>& killed) {
   const std::string& name = call.name;
 
   int fds[2];
@@ -335,11 +362,18 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
     if (may_cancel && pfds[n - 1].revents != 0) {
       std::uint64_t v;
       [[maybe_unused]] ssize_t r = ::read(cancel_fd, &v, sizeof v);
-      log_warning("hook " + name + " superseded by a demotion while still running, sending SIGKILL to its process group");
       ::kill(-pid, SIGKILL);
-      phase = Phase::killed;
-      next_step = Clock::now() + kGiveUpAfterKill;
-      continue;
+      log_warning("hook " + name +
+                  " superseded by a demotion while still running, sending SIGKILL to its process group; the "
+                  "demotion does not wait for it to die");
+      // What it wrote before the kill is logged; what it writes while dying is not.
+      if (!eof) {
+        ssize_t got;
+        while ((got = ::read(read_end.get(), buf, sizeof buf)) > 0) output.add(buf, static_cast<std::size_t>(got));
+      }
+      output.finish();
+      killed.push_back(pid);
+      return 128 + SIGKILL;
     }
 
     if (Clock::now() < next_step) continue;
@@ -386,25 +420,7 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
     log_warning("hook " + name + ": waitpid: " + errno_text(errno) + "; exit status unknown");
     return -1;
   }
-
-  int code;
-  std::string how;
-  if (WIFEXITED(status)) {
-    code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    code = 128 + WTERMSIG(status);
-    const char* sig = ::strsignal(WTERMSIG(status));
-    how = std::string(" (killed by signal ") + std::to_string(WTERMSIG(status)) +
-          (sig != nullptr ? std::string(", ") + sig : std::string()) + ")";
-  } else {
-    code = -1;
-  }
-  std::string message = "hook " + name + " exited with status " + std::to_string(code) + how;
-  if (code == 0)
-    log_info(message);
-  else
-    log_warning(message);
-  return code;
+  return log_exit(name, status);
 }
 
 }  // namespace
@@ -460,7 +476,10 @@ int HookRunner::run_now(const HookCall& call) { return run_call(call, -1); }
 int HookRunner::run_call(const HookCall& call, int cancel_fd) {
   if (call.command.empty()) return 0;
   try {
-    return run_hook(cluster_, node_, timeout_, call, cancel_fd);
+    std::vector<pid_t> killed;
+    const int code = run_hook(cluster_, node_, timeout_, call, cancel_fd, killed);
+    for (pid_t pid : killed) killed_.push_back({pid, call.name});
+    return code;
   } catch (const std::exception& e) {
     log_error("hook " + call.name + " failed: " + e.what());
   } catch (...) {
@@ -469,11 +488,43 @@ int HookRunner::run_call(const HookCall& call, int cancel_fd) {
   return -1;
 }
 
+void HookRunner::reap_killed(bool wait) {
+  for (auto it = killed_.begin(); it != killed_.end();) {
+    int status = 0;
+    pid_t reaped;
+    do {
+      reaped = ::waitpid(it->pid, &status, wait ? 0 : WNOHANG);
+    } while (reaped < 0 && errno == EINTR);
+    if (reaped == 0) {  // still dying
+      ++it;
+      continue;
+    }
+    if (reaped == it->pid)
+      log_exit(it->name, status);
+    else
+      log_warning("hook " + it->name + ": waitpid: " + errno_text(errno) + "; exit status unknown");
+    it = killed_.erase(it);
+  }
+}
+
 void HookRunner::loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
+    // Killed hooks are reaped when nothing else is to run: the next call (an
+    // on-demote) never waits for them.
+    while (!killed_.empty() && !stopping_ && queue_.empty()) {
+      lock.unlock();
+      reap_killed(false);
+      lock.lock();
+      if (killed_.empty()) break;
+      cv_.wait_for(lock, kReapPollStep, [this] { return stopping_ || !queue_.empty(); });
+    }
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and nothing left to run
+    if (queue_.empty()) {  // stopping, and nothing left to run
+      lock.unlock();
+      reap_killed(true);  // SIGKILL has been sent: not long
+      return;
+    }
     HookCall call = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;

@@ -3,6 +3,8 @@
 // lease deadline.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace lease_agent {
 
@@ -32,8 +35,9 @@ struct HookCall {
 // process group at once and queued on-promote calls are dropped, so that the
 // on-demote starts now: the next master may be promoted a margin (ttl/10) after
 // this one's deadline, and a hook that waited behind a promotion would run late.
-// An on-demote can thus run without its on-promote having run (or finished).
-// Both are logged.
+// The on-demote does not wait for the killed processes to die either; they are
+// reaped, and their end logged, when no call is waiting. An on-demote can thus
+// run without its on-promote having run (or finished). Both are logged.
 //
 // Thread safety: enqueue() and drain() may be called from any thread.
 class HookRunner {
@@ -54,8 +58,16 @@ class HookRunner {
   int run_now(const HookCall& call);
 
  private:
+  struct Killed {
+    pid_t pid;         // a superseded hook's shell, SIGKILLed, not yet reaped
+    std::string name;  // for the log
+  };
+
   void loop();
   int run_call(const HookCall& call, int cancel_fd);
+  // Reaps killed hooks and logs their ends; waits for them when `wait`.
+  // Called on the runner's thread only.
+  void reap_killed(bool wait);
 
   const std::string cluster_;
   const std::string node_;
@@ -67,6 +79,7 @@ class HookRunner {
   std::string running_role_;  // role of the call running now
   int cancel_fd_ = -1;        // eventfd: kill the running call now
   bool stopping_ = false;
+  std::vector<Killed> killed_;  // runner thread only
   std::thread thread_;
 };
 

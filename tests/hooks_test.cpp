@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -149,6 +150,26 @@ bool is_running(pid_t pid) {
   if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) return false;
   char state = stat[close_paren + 2];
   return state != 'Z' && state != 'X';
+}
+
+// Reads the pid a hook writes into the FIFO `path` once it runs: a reader that
+// does not block, and a bounded wait for it.
+pid_t read_pid_from_fifo(const std::string& path) {
+  const int rfd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(rfd >= 0);
+  std::string got;
+  for (int i = 0; i < 100 && got.find('\n') == std::string::npos; ++i) {
+    pollfd p{rfd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    char buf[64];
+    const ssize_t n = ::read(rfd, buf, sizeof buf);
+    if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(rfd);
+  REQUIRE(got.find('\n') != std::string::npos);
+  const pid_t pid = static_cast<pid_t>(std::stol(got));
+  REQUIRE(pid > 0);
+  return pid;
 }
 
 }  // namespace
@@ -384,33 +405,53 @@ TEST_CASE("an on-demote supersedes a running on-promote: it is killed and the de
   TempDir dir;
   const std::string fifo = dir.file("fifo"), finished = dir.file("finished"), demoted = dir.file("demoted");
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  HookRunner runner("c", "n", 60s);
+  std::optional<HookRunner> runner;
+  runner.emplace("c", "n", 60s);
   CaptureStderr log(dir.file("log"));
-  runner.enqueue(call("echo $$ > " + q(fifo) + "; sleep 30; echo done > " + q(finished)));
-  // The promotion writes its pid once it runs; a reader that does not block, and a
-  // bounded wait for it.
-  const int rfd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  REQUIRE(rfd >= 0);
-  std::string got;
-  for (int i = 0; i < 100 && got.find('\n') == std::string::npos; ++i) {
-    pollfd p{rfd, POLLIN, 0};
-    if (::poll(&p, 1, 200) <= 0) continue;
-    char buf[64];
-    const ssize_t n = ::read(rfd, buf, sizeof buf);
-    if (n > 0) got.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(rfd);
-  REQUIRE(got.find('\n') != std::string::npos);
-  const pid_t promote_pid = static_cast<pid_t>(std::stol(got));
-  REQUIRE(promote_pid > 0);
-  runner.enqueue(call("echo \"$LEASE_AGENT_ROLE\" > " + q(demoted), "on-demote", "standby"));
-  runner.drain();  // without the supersession: 30 s
+  runner->enqueue(call("echo $$ > " + q(fifo) + "; sleep 30; echo done > " + q(finished)));
+  const pid_t promote_pid = read_pid_from_fifo(fifo);
+  runner->enqueue(call("echo \"$LEASE_AGENT_ROLE\" > " + q(demoted), "on-demote", "standby"));
+  runner->drain();  // without the supersession: 30 s
+  runner.reset();   // reaps the killed hook
   const std::string text = log.text();
   CHECK(read_file(demoted) == "standby\n");
   CHECK_FALSE(fs::exists(finished));
   CHECK_FALSE(is_running(promote_pid));
   CHECK(contains(text, "hook on-promote superseded by a demotion while still running, sending SIGKILL"));
   CHECK(contains(text, "hook on-promote exited with status " + std::to_string(128 + SIGKILL)));
+}
+
+// Found by the fault suite (30 min at ttl 500ms): the on-demote that superseded a
+// slow on-promote started only once the killed hook was reaped, 88 ms after the
+// deadline on a loaded machine, and the next master's on-promote ran 1 ms before
+// it. Killed processes die when the kernel gets to them; the demotion starts first.
+TEST_CASE("an on-demote does not wait for the superseded on-promote to die") {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo"), demoted = dir.file("demoted");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::optional<HookRunner> runner;
+  runner.emplace("c", "n", 60s);
+  CaptureStderr log(dir.file("log"));
+  runner->enqueue(call("echo $$ > " + q(fifo) + "; sleep 30"));
+  const pid_t promote_pid = read_pid_from_fifo(fifo);
+  runner->enqueue(call("echo \"$LEASE_AGENT_ROLE\" > " + q(demoted), "on-demote", "standby"));
+  runner->drain();
+  runner.reset();  // reaps the killed hook
+  CHECK(await_exit(promote_pid, 10s));
+  const std::vector<std::string> lines = lines_of(log.text());
+  const auto at = [&](const std::string& what) {
+    return std::find_if(lines.begin(), lines.end(), [&](const std::string& l) { return contains(l, what); });
+  };
+  const auto killed = at("hook on-promote superseded by a demotion");
+  const auto demote_started = at("hook on-demote started");
+  const auto promote_reaped = at("hook on-promote exited with status " + std::to_string(128 + SIGKILL));
+  REQUIRE(killed != lines.end());
+  REQUIRE(demote_started != lines.end());
+  REQUIRE(promote_reaped != lines.end());
+  CHECK(read_file(demoted) == "standby\n");
+  // The kill, then the demotion, then (when nothing waits) the killed hook's end.
+  CHECK(killed < demote_started);
+  CHECK(demote_started < promote_reaped);
 }
 
 TEST_CASE("an on-demote drops queued on-promote calls; an on-promote never cancels an on-demote") {

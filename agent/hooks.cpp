@@ -15,7 +15,9 @@
 // A hook has finished when its shell has exited and its output pipe is at
 // end of file (a background process that keeps the hook's output open is
 // still part of the hook). Whatever has not finished by the timeout gets
-// SIGTERM on its process group, and SIGKILL one second later.
+// SIGTERM on its process group, and SIGKILL one second later. An on-promote
+// superseded by a demotion gets SIGKILL at once and is not waited for: the
+// runner goes on with the on-demote and reaps the killed hook afterwards.
 #include "hooks.h"
 
 #include <fcntl.h>
@@ -366,11 +368,11 @@ int run_hook(const std::string& cluster, const std::string& node, std::chrono::m
       log_warning("hook " + name +
                   " superseded by a demotion while still running, sending SIGKILL to its process group; the "
                   "demotion does not wait for it to die");
-      // What it wrote before the kill is logged; what it writes while dying is not.
-      if (!eof) {
-        ssize_t got;
-        while ((got = ::read(read_end.get(), buf, sizeof buf)) > 0) output.add(buf, static_cast<std::size_t>(got));
-      }
+      // What it wrote before the kill is logged (a bounded amount: a process that
+      // left the group may write on); what it writes while dying is not.
+      ssize_t got = 0;
+      for (int i = 0; !eof && i < 16 && (got = ::read(read_end.get(), buf, sizeof buf)) > 0; ++i)
+        output.add(buf, static_cast<std::size_t>(got));
       output.finish();
       killed.push_back(pid);
       return 128 + SIGKILL;

@@ -34,7 +34,12 @@ HeartbeatRequest Election::request(TimePoint now) const {
   return r;
 }
 
-void Election::on_connected(TimePoint now) { connected_at_ = now; }
+void Election::on_connected(TimePoint now) {
+  connected_at_ = now;
+  watched_version_.reset();
+  tried_version_.reset();
+  regular_next_ = std::min(regular_next_, now);
+}
 
 TimePoint Election::next_heartbeat() const {
   TimePoint t = regular_next_;

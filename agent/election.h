@@ -89,6 +89,10 @@ class Election {
   // failover to an asynchronous standby) may show a lease row older than what a
   // master acted on, and it lost every connection with them; after ttl from the loss,
   // every such master's deadline has passed. Renewals of a held lease go on.
+  // A version watched over an earlier connection is forgotten: the loss can take the
+  // row back to an older version and the number then come back meaning another write
+  // (a standby that kept it took over from a master promoted at that very number).
+  // The next heartbeat is due at once, to see the row as this connection does.
   void on_connected(TimePoint now);
 
   // A heartbeat sent at `sent` with `req` answered `a`, received at `received`.

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <httplib.h>
 #include <pqxx/pqxx>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,7 +134,25 @@ int main(int argc, char** argv) {
   const auto ttl = lease_agent::parse_duration(ttl_s);
   const double ttl_ms = static_cast<double>(ttl.count());
 
-  pqxx::connection db(dsn);
+  std::optional<pqxx::connection> conn;
+  try {
+    conn.emplace(dsn);
+    pqxx::nontransaction tx(*conn);
+    if (tx.exec("SELECT to_regprocedure('lease_agent.heartbeat(text,text,text,text,integer,bigint,bigint,boolean)')")[0][0]
+            .is_null()) {
+      std::fprintf(stderr,
+                   "failover_bench: the database has no lease_agent schema (version 2); apply it first: "
+                   "lease-agent schema apply --dsn DSN\n");
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::string why = e.what();  // libpq's messages span lines: one line here
+    std::replace_if(why.begin(), why.end(), [](char c) { return c == '\n' || c == '\t'; }, ' ');
+    while (!why.empty() && why.back() == ' ') why.pop_back();
+    std::fprintf(stderr, "failover_bench: cannot use the database (--dsn or LEASE_AGENT_TEST_DSN): %s\n", why.c_str());
+    return 2;
+  }
+  pqxx::connection& db = *conn;
   std::printf("failover_bench: %d runs per scenario, %d agents, ttl=%s renew=%s\n", runs, agents, ttl_s.c_str(),
               renew_s.c_str());
   int status = 0;
@@ -172,6 +191,8 @@ int main(int argc, char** argv) {
         started = await([&] { return may_acquire(as[i].port); }, std::chrono::seconds(10));
       if (!started || master_row() != "n1") {
         ++f.failures;
+        std::fprintf(stderr, "failover_bench: %s run %d: the agents were not up within 10 s (n1 master, the others in line)\n",
+                     scenario.c_str(), run + 1);
       } else {
         // Sample every agent's /master until the run ends. Successors first: a 200 from a
         // successor, then a 200 from its predecessor, overlapped for real.
@@ -195,6 +216,8 @@ int main(int argc, char** argv) {
           f.to_http_ms.push_back(Ms(http_at - fault).count());
         } else {
           ++f.failures;
+          std::fprintf(stderr, "failover_bench: %s run %d: no takeover by n2 %s\n", scenario.c_str(), run + 1,
+                       row ? "on /master within ttl of the row" : "in lease_agent.master within 3 ttl");
         }
         if (scenario == "stop") {
           ::kill(as[0].pid, SIGCONT);

@@ -43,8 +43,10 @@ void Election::on_connected(TimePoint now) {
 
 TimePoint Election::next_heartbeat() const {
   TimePoint t = regular_next_;
+  // (A watched version was seen over the current connection, so by then the
+  // connection is ttl old too.)
   if (!holding_ && watched_version_ && watched_version_ != tried_version_)
-    t = std::min(t, std::max(watched_since_ + timing_.ttl, connected_at_.value_or(t) + timing_.ttl));
+    t = std::min(t, watched_since_ + timing_.ttl);
   // A standby whose connection comes of age asks then (a free lease, a lease of ours).
   if (!holding_ && connected_at_ && *connected_at_ + timing_.ttl > last_sent_)
     t = std::min(t, *connected_at_ + timing_.ttl);

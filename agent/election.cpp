@@ -42,6 +42,7 @@ void Election::on_connected(TimePoint now) {
 }
 
 TimePoint Election::next_heartbeat() const {
+  if (handing_over_) return TimePoint::max();  // the hand-over is the next round trip
   TimePoint t = regular_next_;
   // (A watched version was seen over the current connection, so by then the
   // connection is ttl old too.)
@@ -89,9 +90,13 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
                  "); waiting to see whether it is still alive";
       return d;
     }
+    d.ends_mastership = holding_;
+    d.epoch = epoch_;
+    d.cause = "duplicate";
     holding_ = false;
     d.transition = Transition::exit_duplicate;
     d.reason = "node name is held by another live agent (" + a.duplicate_detail + ")";
+    if (d.ends_mastership) d.reason += "; stopped acting as master (epoch " + std::to_string(epoch_) + ")";
     return d;
   }
   registered_ = true;
@@ -132,10 +137,14 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
       epoch_ = a.epoch;
       deadline_ = deadline;
       d.transition = Transition::promote;
+      d.epoch = a.epoch;
+      d.cause = !a.acquired || a.acquired_how.empty() ? "recovered" : a.acquired_how;
       std::ostringstream r;
       r << "promoted: acquired the lease at epoch " << a.epoch;
       if (!a.acquired)
         r << " (renewed a lease this agent had stopped counting on)";
+      else if (a.acquired_how == "switchover")
+        r << " (handed over to this node by a switchover)";
       else if (req.watched_version)
         r << " after watching version " << *req.watched_version << " unchanged for "
           << timing_.ttl.count() << "ms";
@@ -153,6 +162,19 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
       d.reason = "renewed the lease at epoch " + std::to_string(a.epoch);
     }
     deadline_ = std::max(deadline_, deadline);
+    if (!a.switchover_to.empty() && a.switchover_to != a.holder) {
+      // 3b. A switchover asks this master to hand over: stop acting as master now.
+      holding_ = false;
+      handing_over_ = true;
+      d.transition = Transition::demote;
+      d.ends_mastership = true;
+      d.hand_over = true;
+      d.epoch = epoch_;
+      d.cause = "switchover";
+      d.notable = true;
+      d.reason = "demoted: a switchover asks to hand the lease to " + a.switchover_to + " (epoch " +
+                 std::to_string(epoch_) + ")";
+    }
     return d;
   }
 
@@ -163,15 +185,25 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
   if (holding_) {
     holding_ = false;
     d.transition = Transition::demote;
+    d.ends_mastership = true;
+    d.epoch = epoch_;
+    d.cause = "lost";
     r << "demoted: the lease is held by " << (a.holder.empty() ? "nobody" : a.holder)
       << " at epoch " << a.epoch;
   }
   epoch_ = a.epoch;
   if (a.holder.empty()) {
     watched_version_.reset();
+    if (!a.reserved_for.empty()) {
+      // Reserved for a switchover's target: ask again when the reservation lapses.
+      regular_next_ = std::min(regular_next_, received + milliseconds(a.reserved_left_ms + 1));
+    }
     if (d.transition == Transition::none) {
       r << "the lease is free";
-      if (!a.first_in_line.empty()) r << "; first in line is " << a.first_in_line;
+      if (!a.reserved_for.empty())
+        r << ", reserved for " << a.reserved_for << " for " << a.reserved_left_ms << "ms more";
+      else if (!a.first_in_line.empty())
+        r << "; first in line is " << a.first_in_line;
     }
   } else {
     watch(a.version, received);
@@ -223,11 +255,43 @@ Decision Election::on_notify(std::int64_t version, bool free, TimePoint received
   return d;
 }
 
+Decision Election::on_switchover_requested(TimePoint received) {
+  Decision d;
+  if (!holding_) {
+    d.reason = "a switchover was requested of the master";
+    return d;
+  }
+  regular_next_ = received;  // the answer names the target
+  d.notable = true;
+  d.reason = "a switchover was requested; asking the database for its target";
+  return d;
+}
+
+Decision Election::on_handed_over(bool handed_over, const std::string& target, TimePoint now) {
+  Decision d;
+  handing_over_ = false;
+  d.notable = true;
+  if (handed_over) {
+    regular_next_ = std::min(regular_next_, now + timing_.renew);
+    d.reason = "handed the lease over to " + target + " (epoch " + std::to_string(epoch_) +
+               "); it is free for " + target + " alone for ttl";
+  } else {
+    regular_next_ = now;
+    d.reason = "switchover abandoned: no request stands for a live node" +
+               (target.empty() ? std::string() : " (" + target + ")") +
+               "; the lease is still this node's, a new term may start";
+  }
+  return d;
+}
+
 Decision Election::tick(TimePoint now) {
   Decision d;
   if (holding_ && now >= deadline_) {
     holding_ = false;
     d.transition = Transition::demote;
+    d.ends_mastership = true;
+    d.epoch = epoch_;
+    d.cause = "deadline";
     std::ostringstream r;
     r << "demoted: the lease deadline passed without a successful renewal (epoch " << epoch_;
     if (last_ok_) r << ", last round trip " << ms(now - *last_ok_) << "ms ago";
@@ -242,6 +306,9 @@ Decision Election::resign(TimePoint now) {
   if (d.transition == Transition::none && holding_) {
     holding_ = false;
     d.transition = Transition::demote;
+    d.ends_mastership = true;
+    d.epoch = epoch_;
+    d.cause = "stop";
     d.reason = "demoted: stopping, the lease will be released (epoch " + std::to_string(epoch_) + ")";
   }
   return d;

@@ -63,6 +63,10 @@ struct HeartbeatAnswer {
   std::string first_in_line;      // filled when the store considered an acquisition
   std::int64_t lease_left_ms = 0; // by the database's clock, for display only
   double db_now_ms = 0;           // the database's clock, for the drift warning only
+  std::string acquired_how;       // when acquired: "free", "expired", "switchover", "recovered"
+  std::string switchover_to;      // to the master: a switchover asks it to hand over to this node
+  std::string reserved_for;       // to the others: the free lease is reserved for this node
+  std::int64_t reserved_left_ms = 0;  // for that long more (the database's clock)
 };
 
 enum class Transition { none, promote, demote, exit_duplicate };
@@ -74,6 +78,16 @@ struct Decision {
   bool notable = false;  // worth a log line even without a transition
   std::string reason;
   std::string warning;   // a separate warning (database clock drift), or empty
+  // Why, as a word for metrics: to master "free", "expired", "switchover", "recovered";
+  // to standby "deadline", "lost", "stop", "switchover", "duplicate".
+  std::string cause;
+  // The epoch this decision is about: the one promoted to, or the one held until now.
+  std::int64_t epoch = 0;
+  // This decision ended a mastership: run on-demote (a demotion, or an exit while master).
+  bool ends_mastership = false;
+  // A switchover: the daemon now hands the lease over (on-demote, handover-delay, then
+  // LeaseStore::hand_over) and reports the outcome with on_handed_over().
+  bool hand_over = false;
 };
 
 class Election {
@@ -104,6 +118,19 @@ class Election {
 
   // A notification of the lease row: `version`, and whether the lease is now free.
   Decision on_notify(std::int64_t version, bool free, TimePoint received);
+
+  // A notification that a switchover was requested: a master asks the store at once
+  // (the answer names the target, see on_answer); the others ignore it.
+  Decision on_switchover_requested(TimePoint received);
+
+  // Switchover. An answer that names a target to this master demotes it at once
+  // (Decision::hand_over): from then on, and until on_handed_over(), it is handing over:
+  // not master, and no heartbeat is due (the daemon's hand-over is its next round trip;
+  // a heartbeat could take the lease back as a new term).
+  // `handed_over`: the lease is free, reserved for the target. Otherwise (no request
+  // stands any more, the target is gone, the call failed) the next heartbeat is due now.
+  Decision on_handed_over(bool handed_over, const std::string& target, TimePoint now);
+  bool handing_over() const { return handing_over_; }
 
   // The passage of time: demotes at the deadline.
   Decision tick(TimePoint now);
@@ -142,6 +169,7 @@ class Election {
 
   const Timing timing_;
   bool holding_ = false;        // believes it holds the lease (until deadline_)
+  bool handing_over_ = false;   // demoted for a switchover, hand-over not yet done
   std::int64_t epoch_ = 0;      // epoch of the lease held, or last seen
   TimePoint deadline_{};
   std::optional<std::int64_t> watched_version_;

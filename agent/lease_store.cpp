@@ -21,16 +21,6 @@ namespace {
 
 constexpr const char* kChannel = "lease_agent";
 
-// Quotes a value for a libpq keyword=value string.
-std::string conninfo_quote(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "'";
-}
-
 // Messages of connection failures that waiting will not cure.
 bool connect_failure_is_fatal(const std::string& msg) {
   static const char* fatal[] = {
@@ -55,46 +45,12 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
-std::string effective_conninfo(const std::string& dsn, milliseconds ttl, milliseconds renew,
-                               const std::string& application_name) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
-  if (opts == nullptr) {
-    std::string why = err ? one_line(err) : "out of memory";
-    if (err) PQfreemem(err);
-    throw StoreError("dsn: " + why, true);
-  }
-  std::map<std::string, std::string> given;
-  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-    if (o->val != nullptr) given[o->keyword] = o->val;
-  PQconninfoFree(opts);
-
-  auto secs = [](milliseconds d) { return std::to_string(std::max<long long>(1, (d.count() + 999) / 1000)); };
-  const std::map<std::string, std::string> defaults = {
-      {"connect_timeout", std::to_string(std::max<long long>(2, (ttl.count() + 999) / 1000))},
-      {"keepalives", "1"},
-      {"keepalives_idle", secs(renew)},
-      {"keepalives_interval", "1"},
-      {"keepalives_count", "3"},
-      {"tcp_user_timeout", std::to_string(std::max(renew, ttl / 2).count())},
-      {"application_name", application_name},
-  };
-  for (const auto& [k, v] : defaults) given.emplace(k, v);  // the user's own win
-
-  std::string out;
-  for (const auto& [k, v] : given) {
-    if (!out.empty()) out += ' ';
-    out += k + "=" + conninfo_quote(v);
-  }
-  return out;
-}
-
 // Collects the notifications of the lease_agent channel for one cluster.
 struct LeaseStore::Listener : pqxx::notification_receiver {
   Listener(pqxx::connection_base& c, std::string cluster)
       : pqxx::notification_receiver(c, kChannel), cluster_(std::move(cluster)) {}
 
-  // Payload: "<version> <held|free> <cluster>".
+  // Payload: "<version> <held|free|switchover> <cluster>".
   void operator()(const std::string& payload, int) override {
     std::istringstream in(payload);
     LeaseNotice n;
@@ -105,6 +61,7 @@ struct LeaseStore::Listener : pqxx::notification_receiver {
     std::getline(in, cluster);
     if (cluster != cluster_) return;
     n.free = state == "free";
+    n.switchover = state == "switchover";
     notices.push_back(n);
   }
 
@@ -280,8 +237,12 @@ void LeaseStore::fail(const std::exception& e, const char* doing) {
 
 void LeaseStore::connect(bool listen, bool check_schema) {
   disconnect();
-  const std::string info =
-      effective_conninfo(opt_.dsn, opt_.ttl, opt_.renew, "lease-agent " + opt_.node);
+  std::string info;
+  try {
+    info = effective_conninfo(opt_.dsn, opt_.ttl, opt_.renew, "lease-agent " + opt_.node);
+  } catch (const std::invalid_argument& e) {
+    throw StoreError(std::string("dsn: ") + e.what(), true);
+  }
   try {
     conn_ = std::make_unique<pqxx::connection>(info);
   } catch (const std::exception& e) {
@@ -319,9 +280,10 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   }
   try {
     conn_->prepare("heartbeat",
-                   "SELECT * FROM lease_agent.heartbeat($1, $2, $3, $4, $5, "
+                   "SELECT * FROM lease_agent.heartbeat_v3($1, $2, $3, $4, $5, "
                    "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
     conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+    conn_->prepare("hand_over", "SELECT * FROM lease_agent.hand_over($1, $2, $3, $4)");
     // Now, not at the first heartbeat (libpqxx prepares lazily): a heartbeat is then
     // one round trip, which its call_timeout() is for.
     if (check_schema) {
@@ -361,6 +323,10 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     a.first_in_line = text("o_first_in_line");
     a.lease_left_ms = num("o_lease_left_ms");
     a.db_now_ms = row["o_db_now_ms"].is_null() ? 0.0 : row["o_db_now_ms"].as<double>();
+    a.acquired_how = text("o_acquired_how");
+    a.switchover_to = text("o_switchover_to");
+    a.reserved_for = text("o_reserved_for");
+    a.reserved_left_ms = num("o_reserved_left_ms");
     guard.finish();
     return a;
   } catch (const StoreError&) {
@@ -383,6 +349,90 @@ bool LeaseStore::leave() {
   } catch (const std::exception& e) {
     guard.throw_if_cut("leave");
     fail(e, "leave");
+  }
+}
+
+HandOver LeaseStore::hand_over() {
+  if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, call_timeout());
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const pqxx::result r = tx.exec_prepared("hand_over", opt_.cluster, opt_.node, opt_.incarnation,
+                                            static_cast<int>(opt_.ttl.count()));
+    HandOver h;
+    if (r.size() == 1) {
+      h.handed_over = !r[0]["handed_over"].is_null() && r[0]["handed_over"].as<bool>();
+      h.target = r[0]["target"].is_null() ? std::string() : r[0]["target"].as<std::string>();
+      h.version = r[0]["version"].is_null() ? 0 : r[0]["version"].as<std::int64_t>();
+    }
+    guard.finish();
+    return h;
+  } catch (const std::exception& e) {
+    guard.throw_if_cut("hand-over");
+    fail(e, "hand-over");
+  }
+}
+
+SwitchoverRequest LeaseStore::request_switchover(const std::string& to, const std::string& from) {
+  if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, milliseconds(30000));
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const pqxx::result r = tx.exec_params(
+        "SELECT target, master, epoch, requested, "
+        "extract(epoch FROM requested_at) * 1000 "
+        "FROM lease_agent.switchover($1, NULLIF($2, ''), NULLIF($3, ''))",
+        opt_.cluster, to, from);
+    if (r.size() != 1) throw StoreError("switchover returned " + std::to_string(r.size()) + " rows", false);
+    SwitchoverRequest s;
+    s.target = r[0][0].as<std::string>();
+    s.master = r[0][1].as<std::string>();
+    s.epoch = r[0][2].as<std::int64_t>();
+    s.requested = r[0][3].as<bool>();
+    s.requested_at_ms = r[0][4].is_null() ? 0.0 : r[0][4].as<double>();
+    guard.finish();
+    return s;
+  } catch (const pqxx::sql_error& e) {
+    guard.throw_if_cut("switchover");
+    const std::string& state = e.sqlstate();
+    if (state.size() == 5 && state.compare(0, 2, "LA") == 0) {
+      // The function's own refusal: its first line names which, and who is master.
+      std::string what = e.what();
+      what = what.substr(0, what.find('\n'));
+      if (what.compare(0, 8, "ERROR:  ") == 0) what = what.substr(8);
+      throw SwitchoverRefused(what);
+    }
+    fail(e, "switchover");
+  } catch (const StoreError&) {
+    throw;
+  } catch (const std::exception& e) {
+    guard.throw_if_cut("switchover");
+    fail(e, "switchover");
+  }
+}
+
+MasterRow LeaseStore::master() {
+  if (!conn_) throw StoreError("not connected", false);
+  Guard guard(*this, milliseconds(30000));
+  try {
+    pqxx::nontransaction tx(*conn_);
+    const pqxx::result r = tx.exec_params(
+        "SELECT node, epoch, extract(epoch FROM acquired_at) * 1000, "
+        "greatest(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint "
+        "FROM lease_agent.master WHERE cluster = $1",
+        opt_.cluster);
+    MasterRow m;
+    if (r.size() == 1) {
+      m.node = r[0][0].is_null() ? std::string() : r[0][0].as<std::string>();
+      m.epoch = r[0][1].as<std::int64_t>();
+      m.acquired_at_ms = r[0][2].is_null() ? 0.0 : r[0][2].as<double>();
+      m.lease_left_ms = r[0][3].as<std::int64_t>();
+    }
+    guard.finish();
+    return m;
+  } catch (const std::exception& e) {
+    guard.throw_if_cut("reading lease_agent.master");
+    fail(e, "reading lease_agent.master");
   }
 }
 
@@ -409,24 +459,34 @@ ClusterStatus LeaseStore::cluster_status() {
   cs.cluster = opt_.cluster;
   Guard guard(*this, milliseconds(30000));
   try {
-    pqxx::nontransaction tx(*conn_);
-    const std::string q = tx.quote(opt_.cluster);
-    const pqxx::result lease = tx.exec(
-        "SELECT holder, epoch, greatest(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint "
-        "FROM lease_agent.lease WHERE cluster = " + q + " AND holder IS NOT NULL AND expires_at > clock_timestamp()");
-    if (!lease.empty()) {
-      cs.holder = lease[0][0].as<std::string>();
-      cs.epoch = lease[0][1].as<std::int64_t>();
-      cs.lease_left_ms = lease[0][2].as<std::int64_t>();
-    } else {
-      const pqxx::result e = tx.exec("SELECT epoch FROM lease_agent.lease WHERE cluster = " + q);
-      if (!e.empty()) cs.epoch = e[0][0].as<std::int64_t>();
+    pqxx::read_transaction tx(*conn_);  // one snapshot for the master, the lease and the nodes
+    const pqxx::result master = tx.exec_params(
+        "SELECT node, epoch, greatest(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint "
+        "FROM lease_agent.master WHERE cluster = $1",
+        opt_.cluster);
+    if (!master.empty()) {
+      cs.holder = master[0][0].as<std::string>();
+      cs.epoch = master[0][1].as<std::int64_t>();
+      cs.lease_left_ms = master[0][2].as<std::int64_t>();
     }
-    const pqxx::result nodes = tx.exec(
+    const pqxx::result lease = tx.exec_params(
+        "SELECT epoch, CASE WHEN holder IS NULL AND reserved_until > clock_timestamp() THEN reserved_for END, "
+        "CASE WHEN switchover_until > clock_timestamp() THEN switchover_to END "
+        "FROM lease_agent.lease WHERE cluster = $1",
+        opt_.cluster);
+    if (!lease.empty()) {
+      if (cs.holder.empty()) cs.epoch = lease[0][0].as<std::int64_t>();
+      if (!lease[0][1].is_null()) cs.reserved_for = lease[0][1].as<std::string>();
+      if (!lease[0][2].is_null() && !cs.holder.empty()) cs.switchover_to = lease[0][2].as<std::string>();
+    }
+    const pqxx::result nodes = tx.exec_params(
         "SELECT node, address, expires_at > clock_timestamp(), "
         "to_char(registered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-        "to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
-        "FROM lease_agent.node WHERE cluster = " + q + " ORDER BY registered_at, node");
+        "to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "greatest(0, extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000)::bigint, "
+        "clock_timestamp() - heartbeat_at > (expires_at - heartbeat_at) / 2 "
+        "FROM lease_agent.node WHERE cluster = $1 ORDER BY registered_at, node",
+        opt_.cluster);
     for (const auto& row : nodes) {
       NodeStatus n;
       n.node = row[0].as<std::string>();
@@ -434,8 +494,10 @@ ClusterStatus LeaseStore::cluster_status() {
       const bool live = row[2].as<bool>();
       n.holder = n.node == cs.holder;
       n.role = n.holder ? "master" : live ? "standby" : "gone";
+      n.state = !live ? "gone" : row[6].as<bool>() ? "stale" : "ok";
       n.registered_at = row[3].as<std::string>();
       n.heartbeat_at = row[4].as<std::string>();
+      n.heartbeat_age_ms = row[5].as<std::int64_t>();
       cs.nodes.push_back(n);
     }
   } catch (const std::exception& e) {

@@ -12,6 +12,7 @@
 
 #include <pqxx/connection>
 
+#include "dsn.h"
 #include "election.h"
 
 namespace lease_agent {
@@ -28,19 +29,53 @@ class StoreError : public std::runtime_error {
   bool fatal_;
 };
 
+// The refusal of a switchover request (SQLSTATE LA002..LA005 of lease_agent.switchover):
+// one sentence that names which and who is master.
+class SwitchoverRefused : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // A notification of the lease row of this store's cluster.
 struct LeaseNotice {
   std::int64_t version = 0;
-  bool free = false;
+  bool free = false;        // released (a clean stop, or a hand-over reserved for one node)
+  bool switchover = false;  // a switchover was requested of the master
+};
+
+// What lease_agent.hand_over did.
+struct HandOver {
+  bool handed_over = false;  // the lease is free, reserved for `target`
+  std::string target;        // the node requested, if any
+  std::int64_t version = 0;
+};
+
+// What lease_agent.switchover answered.
+struct SwitchoverRequest {
+  std::string target;
+  std::string master;
+  std::int64_t epoch = 0;      // the master's epoch at the request
+  bool requested = false;      // false: the target already was the master
+  double requested_at_ms = 0;  // the database's clock, ms since the Unix epoch
+};
+
+// The row of lease_agent.master for this store's cluster; node empty when none.
+struct MasterRow {
+  std::string node;
+  std::int64_t epoch = 0;
+  double acquired_at_ms = 0;  // the database's clock, ms since the Unix epoch
+  std::int64_t lease_left_ms = 0;
 };
 
 // One node as `lease-agent status` shows it.
 struct NodeStatus {
   std::string node;
   std::string address;
-  std::string role;  // "master", "standby" or "gone"
+  std::string role;   // "master", "standby" or "gone"
+  std::string state;  // "ok"; "stale": live but its heartbeat is more than half its ttl old; "gone"
   std::string registered_at;  // ISO 8601, UTC, the database's clock
   std::string heartbeat_at;
+  std::int64_t heartbeat_age_ms = 0;
   bool holder = false;
 };
 
@@ -49,11 +84,13 @@ struct ClusterStatus {
   std::string holder;  // empty when nobody holds an unexpired lease
   std::int64_t epoch = 0;
   std::int64_t lease_left_ms = 0;
+  std::string reserved_for;   // the free lease is reserved for this node (a switchover)
+  std::string switchover_to;  // a switchover to this node was requested of the master
   std::vector<NodeStatus> nodes;
 };
 
 // The schema version this agent needs (lease_agent.schema_info.version).
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 struct StoreOptions {
   std::string dsn;  // libpq connection string or URI; empty: libpq's environment
@@ -91,6 +128,19 @@ class LeaseStore {
   // Clean stop: releases the lease if held, marks the node gone. True if released.
   bool leave();
 
+  // Switchover, the master's step: frees the lease reserved for the requested node
+  // (sql/002_protocol.sql: lease_agent.hand_over). REQUIRES: this agent stopped acting
+  // as master. Throws StoreError.
+  HandOver hand_over();
+
+  // Switchover, the operator's step: asks the master to hand the lease to `to` (empty:
+  // the next in line); with `from`, only if that node is the master. Throws
+  // SwitchoverRefused when the request is refused, StoreError otherwise.
+  SwitchoverRequest request_switchover(const std::string& to, const std::string& from);
+
+  // The master of this cluster now (lease_agent.master). Throws StoreError.
+  MasterRow master();
+
   // Reads what the socket has and returns the notices of this cluster.
   std::vector<LeaseNotice> take_notices();
 
@@ -119,12 +169,6 @@ class LeaseStore {
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Watchdog> watchdog_;
 };
-
-// Connection options the agent adds to the user's DSN unless the DSN sets them:
-// connect_timeout, keepalives, tcp_user_timeout, application_name. Throws
-// StoreError (fatal) if the DSN cannot be parsed. Exposed for tests.
-std::string effective_conninfo(const std::string& dsn, milliseconds ttl, milliseconds renew,
-                               const std::string& application_name);
 
 // The SQL files of sql/, embedded at build time, in name order.
 const std::vector<std::pair<std::string, std::string>>& schema_files();

@@ -1,7 +1,9 @@
 // Logging: one line per event on stderr, as text or JSON. Thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -9,8 +11,37 @@ namespace lease_agent {
 
 enum class LogLevel { info, warning, error };
 
+// The value of one field: a string, an integer, a real or a boolean. JSON lines keep
+// the type (an epoch is a number); text lines print it plainly.
+class LogValue {
+ public:
+  enum class Type { string, integer, real, boolean };
+
+  LogValue(std::string v) : type_(Type::string), text_(std::move(v)) {}
+  LogValue(const char* v) : type_(Type::string), text_(v ? v : "") {}
+  LogValue(bool v) : type_(Type::boolean), integer_(v ? 1 : 0) {}
+  LogValue(double v) : type_(Type::real), real_(v) {}
+  template <typename T,
+            typename std::enable_if<std::is_integral<T>::value && !std::is_same<T, bool>::value, int>::type = 0>
+  LogValue(T v) : type_(Type::integer), integer_(static_cast<std::int64_t>(v)) {}
+
+  Type type() const { return type_; }
+  const std::string& text() const { return text_; }
+  std::int64_t integer() const { return integer_; }
+  double real() const { return real_; }
+  bool boolean() const { return integer_ != 0; }
+  // The value as a text line prints it (before quoting).
+  std::string plain() const;
+
+ private:
+  Type type_;
+  std::string text_;
+  std::int64_t integer_ = 0;
+  double real_ = 0;
+};
+
 // Extra key=value fields of one event, in order.
-using LogFields = std::vector<std::pair<std::string, std::string>>;
+using LogFields = std::vector<std::pair<std::string, LogValue>>;
 
 // Selects the format for every later line: "text" (the default) or "json".
 void log_set_format(const std::string& format);
@@ -20,8 +51,15 @@ void log_set_origin(const std::string& cluster, const std::string& node);
 // Writes one line: UTC wall time, level, message, fields. Never throws.
 void log_event(LogLevel level, const std::string& message, const LogFields& fields = {});
 
+// Formats one line without writing it (for tests). Never throws.
+std::string log_format_line(LogLevel level, const std::string& message, const LogFields& fields = {});
+
 inline void log_info(const std::string& m, const LogFields& f = {}) { log_event(LogLevel::info, m, f); }
 inline void log_warning(const std::string& m, const LogFields& f = {}) { log_event(LogLevel::warning, m, f); }
 inline void log_error(const std::string& m, const LogFields& f = {}) { log_event(LogLevel::error, m, f); }
+
+// A command's fatal error before or outside the daemon: "lease-agent: MESSAGE" in the
+// text format, one JSON error line (field "command") in the JSON format.
+void log_command_error(const std::string& command, const std::string& message);
 
 }  // namespace lease_agent

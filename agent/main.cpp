@@ -1,7 +1,14 @@
 // lease-agent: the command line. Reads top to bottom: arguments, settings, the command.
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -14,8 +21,11 @@ using namespace lease_agent;
 
 namespace {
 
+// The command being run, for error lines in the JSON log format.
+std::string g_command = "lease-agent";
+
 int usage_error(const std::string& what) {
-  std::fprintf(stderr, "lease-agent: %s\n", what.c_str());
+  log_command_error(g_command, what);
   return kExitUsage;
 }
 
@@ -42,37 +52,138 @@ StoreOptions store_options(const Settings& s) {
   return StoreOptions{s.dsn, s.cluster, s.node, new_incarnation(), s.address, s.ttl, s.renew};
 }
 
-int print_status(const Settings& s, bool json) {
-  LeaseStore store(store_options(s));
-  store.connect(false);
-  const ClusterStatus cs = store.cluster_status();
+// One view of the cluster, as text or JSON.
+void print_cluster(const ClusterStatus& cs, bool json) {
   if (json) {
     nlohmann::ordered_json j;
     j["cluster"] = cs.cluster;
     j["master"] = cs.holder.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(cs.holder);
     j["epoch"] = cs.epoch;
     j["lease_left_ms"] = cs.lease_left_ms;
+    j["reserved_for"] = cs.reserved_for.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(cs.reserved_for);
+    j["switchover_to"] = cs.switchover_to.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(cs.switchover_to);
     j["nodes"] = nlohmann::ordered_json::array();
     for (const NodeStatus& n : cs.nodes)
       j["nodes"].push_back({{"node", n.node},
                             {"address", n.address},
                             {"role", n.role},
+                            {"state", n.state},
                             {"registered_at", n.registered_at},
-                            {"heartbeat_at", n.heartbeat_at}});
+                            {"heartbeat_at", n.heartbeat_at},
+                            {"heartbeat_age_ms", n.heartbeat_age_ms}});
     std::cout << j.dump(2) << "\n";
-    return kExitClean;
+    return;
+  }
+  if (cs.nodes.empty()) {
+    std::cout << "cluster " << cs.cluster << " has no node: no agent has registered in it (check --cluster)\n";
+    return;
   }
   std::cout << "cluster " << cs.cluster << ": ";
-  if (cs.holder.empty())
-    std::cout << "no master (epoch " << cs.epoch << ")\n";
-  else
-    std::cout << "master " << cs.holder << ", epoch " << cs.epoch << ", lease " << cs.lease_left_ms
-              << "ms left\n";
-  std::printf("%-20s %-22s %-8s %-25s %-25s\n", "NODE", "ADDRESS", "ROLE", "REGISTERED", "LAST HEARTBEAT");
+  if (cs.holder.empty()) {
+    std::cout << "no master (epoch " << cs.epoch << ")";
+    if (!cs.reserved_for.empty()) std::cout << ", the lease is free, reserved for " << cs.reserved_for;
+    std::cout << "\n";
+  } else {
+    std::cout << "master " << cs.holder << ", epoch " << cs.epoch << ", lease " << cs.lease_left_ms << "ms left";
+    if (!cs.switchover_to.empty()) std::cout << ", switchover to " << cs.switchover_to << " requested";
+    std::cout << "\n";
+  }
+  std::printf("%-20s %-22s %-8s %-6s %-25s %s\n", "NODE", "ADDRESS", "ROLE", "STATE", "REGISTERED",
+              "LAST HEARTBEAT");
   for (const NodeStatus& n : cs.nodes)
-    std::printf("%-20s %-22s %-8s %-25s %-25s\n", n.node.c_str(), n.address.empty() ? "-" : n.address.c_str(),
-                n.role.c_str(), n.registered_at.c_str(), n.heartbeat_at.c_str());
-  return kExitClean;
+    std::printf("%-20s %-22s %-8s %-6s %-25s %s (%lldms ago)\n", n.node.c_str(),
+                n.address.empty() ? "-" : n.address.c_str(), n.role.c_str(), n.state.c_str(),
+                n.registered_at.c_str(), n.heartbeat_at.c_str(), static_cast<long long>(n.heartbeat_age_ms));
+  std::fflush(stdout);
+}
+
+// `status`: once, or every `watch` until SIGINT/SIGTERM (exit 0).
+int print_status(const Settings& s, bool json, const std::string& watch_text) {
+  std::optional<Millis> watch;
+  if (!watch_text.empty()) {
+    try {
+      watch = parse_duration(watch_text);
+    } catch (const std::invalid_argument& e) {
+      throw SettingsError(std::string("--watch: ") + e.what());
+    }
+  }
+  LeaseStore store(store_options(s));
+  store.connect(false);
+  if (!watch) {
+    print_cluster(store.cluster_status(), json);
+    return kExitClean;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  for (;;) {
+    if (!store.connected()) store.connect(false);
+    ClusterStatus cs;
+    std::string error;
+    try {
+      cs = store.cluster_status();
+    } catch (const StoreError& e) {
+      if (e.fatal()) throw;
+      error = e.what();
+    }
+    if (tty) std::cout << "\033[H\033[2J";
+    else std::cout << "\n";
+    if (error.empty()) print_cluster(cs, json);
+    else std::cout << "lease-agent: " << error << " (retrying)\n" << std::flush;
+    const timespec wait{static_cast<time_t>(watch->count() / 1000), static_cast<long>(watch->count() % 1000) * 1000000};
+    if (sigtimedwait(&set, nullptr, &wait) > 0) return kExitClean;
+  }
+}
+
+// `switchover`: the request, then waits until the target holds the lease.
+int lease_agent_switchover(const Settings& s, const std::string& to, const std::string& from, const std::string& timeout_text) {
+  Millis timeout = 2 * s.ttl;
+  if (!timeout_text.empty()) {
+    try {
+      timeout = parse_duration(timeout_text);
+    } catch (const std::invalid_argument& e) {
+      throw SettingsError(std::string("--timeout: ") + e.what());
+    }
+  }
+  LeaseStore store(store_options(s));
+  store.connect(/*listen=*/true);
+  SwitchoverRequest r;
+  try {
+    r = store.request_switchover(to, from);
+  } catch (const SwitchoverRefused& e) {
+    std::fprintf(stderr, "switchover: %s\n", e.what());
+    return kExitFault;
+  }
+  if (!r.requested) {
+    std::printf("switchover: %s already is master of %s at epoch %lld; nothing changes\n", r.target.c_str(),
+                s.cluster.c_str(), static_cast<long long>(r.epoch));
+    return kExitClean;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const MasterRow m = store.master();
+    if (m.node == r.target && m.epoch > r.epoch) {
+      std::printf("switchover: %s is master of %s at epoch %lld, %.1f ms after the request\n", m.node.c_str(),
+                  s.cluster.c_str(), static_cast<long long>(m.epoch), m.acquired_at_ms - r.requested_at_ms);
+      return kExitClean;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      std::string who = m.node.empty() ? "there is no master now"
+                                       : "the master is " + m.node + " at epoch " + std::to_string(m.epoch);
+      std::fprintf(stderr, "switchover: %s did not take the lease of %s within %s; %s\n", r.target.c_str(),
+                   s.cluster.c_str(), format_duration(timeout).c_str(), who.c_str());
+      return kExitFault;
+    }
+    // Every change of the lease row is notified; look again at each, and now and then.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    pollfd p{store.socket(), POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 100)));
+    if (p.revents) store.take_notices();
+  }
 }
 
 int apply_schema(const Settings& s) {
@@ -98,6 +209,8 @@ int main(int argc, char** argv) {
   add_setting_flags(*status, status_flags);
   bool status_json = false;
   status->add_flag("--json", status_json, "print JSON for scripts");
+  std::string status_watch;
+  status->add_option("--watch", status_watch, "redraw every DURATION until interrupted")->type_name("DURATION");
 
   CLI::App* schema = app.add_subcommand("schema", "the SQL of sql/, embedded at build time");
   schema->require_subcommand(0, 1);
@@ -107,8 +220,12 @@ int main(int argc, char** argv) {
 
   CLI::App* switchover = app.add_subcommand("switchover", "ask the master to hand the lease to NODE");
   add_setting_flags(*switchover, switchover_flags);
-  std::string switchover_to;
-  switchover->add_option("--to", switchover_to, "the live standby to hand over to")->required();
+  std::string switchover_to, switchover_from, switchover_timeout;
+  switchover->add_option("--to", switchover_to, "the live standby to hand over to (default: the next in line)")
+      ->type_name("NODE");
+  switchover->add_option("--from", switchover_from, "refuse unless this node is the master now")->type_name("NODE");
+  switchover->add_option("--timeout", switchover_timeout, "how long to wait for NODE to take the lease (default: 2 x ttl)")
+      ->type_name("DURATION");
 
   CLI::App* check = app.add_subcommand("check-config", "validate settings and print the effective ones");
   add_setting_flags(*check, check_flags);
@@ -121,6 +238,15 @@ int main(int argc, char** argv) {
   }
   scrub_dsn_arguments(argc, argv);
 
+  // Errors follow the log format asked for, even before the settings are valid.
+  for (auto [sub, flags] : {std::pair<CLI::App*, FlagValues*>{run, &run_flags}, {status, &status_flags},
+                            {schema_apply, &apply_flags}, {switchover, &switchover_flags}, {check, &check_flags}}) {
+    if (*sub) {
+      g_command = sub == schema_apply ? "schema apply" : sub->get_name();
+      log_set_format(requested_log_format(*flags));
+    }
+  }
+
   try {
     if (*schema_print) {
       for (const auto& [name, text] : schema_files()) std::cout << "-- sql/" << name << "\n" << text << "\n";
@@ -131,11 +257,9 @@ int main(int argc, char** argv) {
       for (const auto& [name, value] : describe(s)) std::cout << name << " = " << value << "\n";
       return kExitClean;
     }
-    if (*switchover) {
-      load_settings(switchover_flags);
-      return usage_error("switchover: not available in this version yet");
-    }
-    if (*status) return print_status(load_settings(status_flags), status_json);
+    if (*switchover)
+      return lease_agent_switchover(load_settings(switchover_flags), switchover_to, switchover_from, switchover_timeout);
+    if (*status) return print_status(load_settings(status_flags), status_json, status_watch);
     if (*schema_apply) return apply_schema(load_settings(apply_flags));
     if (*schema) return usage_error("schema: apply or print is required");
     if (*run) {
@@ -146,10 +270,10 @@ int main(int argc, char** argv) {
   } catch (const SettingsError& e) {
     return usage_error(e.what());
   } catch (const StoreError& e) {
-    std::fprintf(stderr, "lease-agent: %s\n", e.what());
+    log_command_error(g_command, e.what());
     return kExitFault;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "lease-agent: %s\n", e.what());
+    log_command_error(g_command, e.what());
     return kExitFault;
   }
   return usage_error("a command is required: run, status, schema, switchover or check-config (see --help)");

@@ -2,6 +2,8 @@
 
 #include "settings.h"
 
+#include "dsn.h"
+
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -22,10 +24,10 @@ namespace {
 // ---------------------------------------------------------------------------
 // The table.
 
-enum class Kind { boolean, text, duration, http };
+enum class Kind { boolean, text, duration, delay, http };  // delay: a duration that may be 0
 
 // Where a setting lives in Settings; its alternative matches the Kind
-// (boolean: bool, duration: Millis, text and http: std::string).
+// (boolean: bool, duration and delay: Millis, text and http: std::string).
 using SettingField =
     std::variant<bool Settings::*, std::string Settings::*, Millis Settings::*>;
 
@@ -44,6 +46,7 @@ struct SettingSpec {
 void check_member_name(const std::string& value);
 void check_address(const std::string& value);
 void check_log_format(const std::string& value);
+void check_dsn(const std::string& value);
 
 const SettingSpec kSettings[] = {
     {"active", Kind::boolean, "true",
@@ -60,7 +63,7 @@ const SettingSpec kSettings[] = {
      &Settings::address, check_address},
     {"dsn", Kind::text, "",
      "libpq connection string or URI; empty: libpq's environment and ~/.pgpass",
-     &Settings::dsn, nullptr},
+     &Settings::dsn, check_dsn},
     {"ttl", Kind::duration, "10s", "lease time to live", &Settings::ttl, nullptr},
     {"renew", Kind::duration, "2s",
      "heartbeat and renew interval; at most half of ttl", &Settings::renew,
@@ -77,6 +80,10 @@ const SettingSpec kSettings[] = {
     {"hook-timeout", Kind::duration, "30s",
      "longest a hook may run before it is killed", &Settings::hook_timeout,
      nullptr},
+    {"handover-delay", Kind::delay, "0ms",
+     "on a clean stop or a switchover, how long the master answers 503 (after on-demote) "
+     "before it releases the lease; above the load balancer's check interval",
+     &Settings::handover_delay, nullptr},
     {"log-format", Kind::text, "text", "log line format: text or json",
      &Settings::log_format, check_log_format},
 };
@@ -123,6 +130,11 @@ void check_address(const std::string& value) {
   if (has_control_character(value)) {
     throw std::invalid_argument("must not contain control characters");
   }
+}
+
+void check_dsn(const std::string& value) {
+  const std::string problem = dsn_problem(value);
+  if (!problem.empty()) throw std::invalid_argument(problem);
 }
 
 void check_log_format(const std::string& value) {
@@ -334,6 +346,10 @@ void apply_setting(const SettingSpec& spec, const RawValue& raw,
         settings.*std::get<Millis Settings::*>(spec.field) =
             parse_duration(raw.text);
         break;
+      case Kind::delay:
+        settings.*std::get<Millis Settings::*>(spec.field) =
+            raw.text == "0" || raw.text == "0ms" || raw.text == "0s" ? Millis(0) : parse_duration(raw.text);
+        break;
       case Kind::http:
         check_http(raw.text);
         settings.*std::get<std::string Settings::*>(spec.field) = raw.text;
@@ -379,108 +395,12 @@ Settings settings_from(const std::map<std::string, RawValue>& values) {
 std::string type_name_of(Kind kind) {
   switch (kind) {
     case Kind::boolean: return "true|false";
-    case Kind::duration: return "DURATION";
+    case Kind::duration:
+    case Kind::delay: return "DURATION";
     case Kind::http: return "HOST:PORT|off";
     case Kind::text: return "TEXT";
   }
   return "TEXT";
-}
-
-bool starts_with_ignoring_case(const std::string& text, std::size_t at,
-                               const std::string& prefix) {
-  if (text.size() - std::min(at, text.size()) < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[at + i])) != prefix[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool equals_ignoring_case(const std::string& text, const std::string& lower) {
-  return text.size() == lower.size() && starts_with_ignoring_case(text, 0, lower);
-}
-
-const char kMask[] = "********";
-
-// Masks a URI's user:password@ and ?password=... (prefix already checked).
-std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
-  std::string masked = dsn;
-  // 1. userinfo: the authority ends at the first '/', '?' or '#'; the
-  //    userinfo at its last '@'; the password after the userinfo's first ':'.
-  std::size_t authority_end = masked.find_first_of("/?#", authority_begin);
-  if (authority_end == std::string::npos) authority_end = masked.size();
-  const std::size_t at = masked.rfind('@', authority_end);
-  if (at != std::string::npos && at >= authority_begin) {
-    const std::size_t colon = masked.find(':', authority_begin);
-    if (colon != std::string::npos && colon < at) {
-      masked.replace(colon + 1, at - colon - 1, kMask);
-    }
-  }
-  // 2. query parameters: password=VALUE up to the next '&' or '#'.
-  std::size_t query = masked.find('?', authority_begin);
-  if (query == std::string::npos) return masked;
-  std::size_t parameter = query + 1;
-  while (parameter <= masked.size()) {
-    std::size_t end = masked.find_first_of("&#", parameter);
-    if (end == std::string::npos) end = masked.size();
-    const std::size_t equals = masked.find('=', parameter);
-    if (equals != std::string::npos && equals < end &&
-        equals_ignoring_case(masked.substr(parameter, equals - parameter),
-                             "password")) {
-      masked.replace(equals + 1, end - equals - 1, kMask);
-      end = equals + 1 + std::strlen(kMask);
-    }
-    if (end >= masked.size() || masked[end] == '#') break;
-    parameter = end + 1;
-  }
-  return masked;
-}
-
-bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
-
-// Masks password=VALUE of a keyword/value connection string, scanning it the
-// way libpq does: values are unquoted up to white space or single-quoted,
-// with backslash escapes in both.
-std::string mask_dsn_keywords(const std::string& dsn) {
-  std::string masked;
-  std::size_t i = 0;
-  const std::size_t n = dsn.size();
-  while (i < n) {
-    // 1. white space and the keyword.
-    const std::size_t keyword_begin = i;
-    while (i < n && is_space(dsn[i])) ++i;
-    const std::size_t key_begin = i;
-    while (i < n && !is_space(dsn[i]) && dsn[i] != '=') ++i;
-    const std::string keyword = dsn.substr(key_begin, i - key_begin);
-    // 2. '=' with optional white space around it.
-    std::size_t j = i;
-    while (j < n && is_space(dsn[j])) ++j;
-    if (j >= n || dsn[j] != '=') {
-      // Not a keyword=value pair: copy it through unchanged.
-      masked.append(dsn, keyword_begin, i - keyword_begin);
-      continue;
-    }
-    ++j;
-    while (j < n && is_space(dsn[j])) ++j;
-    masked.append(dsn, keyword_begin, j - keyword_begin);
-    // 3. the value.
-    const std::size_t value_begin = j;
-    if (j < n && dsn[j] == '\'') {
-      ++j;
-      while (j < n && dsn[j] != '\'') j += (dsn[j] == '\\' && j + 1 < n) ? 2 : 1;
-      if (j < n) ++j;  // the closing quote
-    } else {
-      while (j < n && !is_space(dsn[j])) j += (dsn[j] == '\\' && j + 1 < n) ? 2 : 1;
-    }
-    if (equals_ignoring_case(keyword, "password")) {
-      masked += kMask;
-    } else {
-      masked.append(dsn, value_begin, j - value_begin);
-    }
-    i = j;
-  }
-  return masked;
 }
 
 }  // namespace
@@ -578,22 +498,26 @@ Settings load_settings(const FlagValues& flags) {
   return settings_from(values);
 }
 
+std::string requested_log_format(const FlagValues& flags) {
+  const auto flag = flags.values.find("log-format");
+  if (flag != flags.values.end()) return flag->second == "json" ? "json" : "text";
+  if (flags.config_file.empty()) return "text";
+  try {
+    std::map<std::string, RawValue> values;
+    read_file_values(flags.config_file, values);
+    const auto found = values.find("log-format");
+    if (found != values.end() && found->second.text == "json") return "json";
+  } catch (const SettingsError&) {
+    // An unreadable file: the error itself is reported in text.
+  }
+  return "text";
+}
+
 Settings load_settings_file(const std::string& path) {
   if (path.empty()) throw SettingsError("no config file given");
   FlagValues flags;
   flags.config_file = path;
   return load_settings(flags);
-}
-
-std::string mask_dsn(const std::string& dsn) {
-  std::size_t start = 0;
-  while (start < dsn.size() && is_space(dsn[start])) ++start;
-  for (const std::string scheme : {"postgresql://", "postgres://"}) {
-    if (starts_with_ignoring_case(dsn, start, scheme)) {
-      return mask_dsn_uri(dsn, start + scheme.size());
-    }
-  }
-  return mask_dsn_keywords(dsn);
 }
 
 std::vector<std::pair<std::string, std::string>> describe(const Settings& s) {
@@ -605,6 +529,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Settings& s) {
         value = s.*std::get<bool Settings::*>(spec.field) ? "true" : "false";
         break;
       case Kind::duration:
+      case Kind::delay:
         value = format_duration(s.*std::get<Millis Settings::*>(spec.field));
         break;
       case Kind::http:

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "dsn.h"
+
 namespace CLI {
 class App;
 }
@@ -31,6 +33,7 @@ struct Settings {
   std::string on_promote;      // empty: none
   std::string on_demote;       // empty: none
   Millis hook_timeout{30000};
+  Millis handover_delay{0};    // 503 before the release of a clean stop or a switchover
   std::string log_format = "text";  // "text" or "json"
 
   bool http_enabled() const { return http != "off"; }
@@ -67,12 +70,12 @@ void add_setting_flags(CLI::App& app, FlagValues& out);
 // validates. Throws SettingsError (one line, names file:line or flag).
 Settings load_settings(const FlagValues& flags);
 
+// The log format the flags or the config file ask for, even when other settings are
+// bad, so that the error that says so is written in it: "json" or "text". Never throws.
+std::string requested_log_format(const FlagValues& flags);
+
 // Same, from a file path alone (for check-config and tests).
 Settings load_settings_file(const std::string& path);
-
-// The libpq connection string with any password replaced by "********"
-// (keyword form password=..., URI user:password@ and ?password=...).
-std::string mask_dsn(const std::string& dsn);
 
 // Every setting with its effective value, in table order, the DSN masked:
 // pairs of (name, value) for check-config and /status.

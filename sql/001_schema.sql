@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS lease_agent.node (
     expires_at     timestamptz NOT NULL,   -- live while expires_at > clock_timestamp()
     PRIMARY KEY (cluster, node)
 );
+-- Schema 3: the protocol the node's agent speaks (2: no switchover; 3: switchover).
+ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS protocol integer NOT NULL DEFAULT 2;
 
 -- One row per cluster. holder is null when the lease is free. epoch grows by one at
 -- every acquisition: the fencing token. version changes at every write of the row
@@ -32,13 +34,27 @@ CREATE TABLE IF NOT EXISTS lease_agent.lease (
     expires_at          timestamptz,
     CHECK ((holder IS NULL) = (holder_incarnation IS NULL))
 );
+-- Schema 3: switchover. A request names the node the master is to hand the lease to
+-- (switchover_to, valid until switchover_until); the hand-over frees the lease reserved
+-- for that node (reserved_for, until reserved_until): while the reservation lasts, only
+-- that node may take the free lease. ttl_ms is the holder's ttl, written at every renewal.
+-- Every one of these times is the database's clock, and only decides who may take a
+-- FREE lease and when: none of them can make two masters (sql/PROTOCOL.md).
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS ttl_ms integer;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS switchover_to text;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS switchover_requested_at timestamptz;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS switchover_until timestamptz;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS reserved_for text;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS reserved_until timestamptz;
 
--- Schema version the agent checks at start ("schema missing or too old").
+-- Schema version the agent checks at start ("schema missing or too old"). Version 3 added
+-- switchover; agents of version 2 keep running on it (their heartbeat is kept, see
+-- sql/002_protocol.sql).
 CREATE TABLE IF NOT EXISTS lease_agent.schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
-INSERT INTO lease_agent.schema_info (version) VALUES (2)
+INSERT INTO lease_agent.schema_info (version) VALUES (3)
     ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(lease_agent.schema_info.version, EXCLUDED.version);
 
 -- The master of each cluster: the lease is held and unexpired right now.

@@ -44,23 +44,34 @@ class FakeStore {
     ++n.beats;
 
     const bool mine = holder == node && holder_incarnation == incarnation;
+    const bool reserved = holder.empty() && !reserved_for.empty() && clock_.now < reserved_until;
     if (mine && req.epoch != epoch && !req.may_acquire) {
       // ours, but no new term yet: nothing changes
     } else if (mine) {
       if (req.epoch != epoch) {
         ++epoch;
         a.acquired = true;
+        a.acquired_how = "recovered";
+        switchover_to.clear();
       }
       ++version;
     } else if (req.may_acquire && (holder.empty() || (req.watched_version && *req.watched_version == version))) {
-      a.first_in_line = first_in_line();
+      a.first_in_line = reserved ? reserved_for : first_in_line();
       if (a.first_in_line == node) {
+        a.acquired_how = reserved ? "switchover" : holder.empty() ? "free" : "expired";
         holder = node;
         holder_incarnation = incarnation;
         ++epoch;
         ++version;
         a.acquired = true;
+        switchover_to.clear();
+        reserved_for.clear();
       }
+    }
+    if (holder == node && holder_incarnation == incarnation) a.switchover_to = switchover_to;
+    if (holder.empty() && !reserved_for.empty() && clock_.now < reserved_until && reserved_for != node) {
+      a.reserved_for = reserved_for;
+      a.reserved_left_ms = std::chrono::duration_cast<milliseconds>(reserved_until - clock_.now).count();
     }
     a.holder_is_me = holder == node && holder_incarnation == incarnation && (req.epoch == epoch || a.acquired);
     a.holder = holder;
@@ -78,8 +89,25 @@ class FakeStore {
     nodes_[node].heartbeat = clock_.now - kTiming.ttl;
   }
 
+  // Switchover (sql/002_protocol.sql: lease_agent.switchover and hand_over).
+  void request_switchover(const std::string& to) { switchover_to = to; }
+  bool hand_over(const std::string& node, const std::string& incarnation) {
+    if (holder != node || holder_incarnation != incarnation || switchover_to.empty()) return false;
+    auto it = nodes_.find(switchover_to);
+    if (it == nodes_.end() || !live(it->second)) return false;
+    holder.clear();
+    holder_incarnation.clear();
+    ++version;
+    reserved_for = switchover_to;
+    reserved_until = clock_.now + kTiming.ttl;
+    switchover_to.clear();
+    return true;
+  }
+
   std::string holder, holder_incarnation;
   std::int64_t epoch = 0, version = 0;
+  std::string switchover_to, reserved_for;
+  TimePoint reserved_until{};
 
   // The lease row, to take it back to as a crash that loses commits does.
   struct Row {
@@ -139,6 +167,12 @@ struct FakeAgent {
     return beat();
   }
   bool master() const { return election.is_master(clock.now); }
+  // The daemon's hand-over after a demotion for a switchover (here without on-demote
+  // and with no handover-delay).
+  Decision hand_over() {
+    const bool done = store.hand_over(name, incarnation);
+    return election.on_handed_over(done, store.reserved_for, clock.now);
+  }
 
   std::string name, incarnation;
   FakeStore& store;
@@ -157,6 +191,7 @@ void run_for(std::vector<FakeAgent*> agents, FakeClock& clock, milliseconds d,
       if (!a->alive) continue;
       a->election.tick(clock.now);
       a->beat_if_due();
+      if (a->election.handing_over()) a->hand_over();
       masters += a->master() ? 1 : 0;
     }
     REQUIRE(masters <= 1);
@@ -594,5 +629,166 @@ TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[el
     CHECK(store.holder.empty());
     run_for({&n1}, clock, kTiming.ttl + kTiming.renew);
     CHECK(n1.master());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Switchover.
+
+TEST_CASE("a switchover: the master stops first, then hands over; the target takes it at once", "[election][switchover]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  n3.beat();
+  clock.advance(milliseconds(100));
+  store.request_switchover("n3");
+
+  // The master hears the request and asks at once; the answer names the target.
+  n1.election.on_switchover_requested(clock.now);
+  REQUIRE(n1.election.next_heartbeat() <= clock.now);
+  const Decision d = n1.beat();
+  CHECK(d.transition == Transition::demote);
+  CHECK(d.hand_over);
+  CHECK(d.ends_mastership);
+  CHECK(d.cause == "switchover");
+  CHECK(d.epoch == 1);
+  CHECK(d.reason.find("hand the lease to n3") != std::string::npos);
+  CHECK_FALSE(n1.master());
+  // Until the hand-over, no heartbeat: one would take the lease back as a new term.
+  CHECK(n1.election.handing_over());
+  CHECK(n1.election.next_heartbeat() == TimePoint::max());
+  CHECK(store.holder == "n1");  // the row is still n1's, but n1 no longer acts on it
+
+  const Decision h = n1.hand_over();
+  CHECK(h.reason.find("handed the lease over to n3") != std::string::npos);
+  CHECK_FALSE(n1.election.handing_over());
+  CHECK(store.holder.empty());
+
+  // The others hear the release; n2 is first in line but the lease is n3's alone.
+  n2.election.on_notify(store.version, true, clock.now);
+  n3.election.on_notify(store.version, true, clock.now);
+  const Decision d2 = n2.beat();
+  CHECK(d2.transition == Transition::none);
+  CHECK(d2.reason.find("reserved for n3") != std::string::npos);
+  const Decision d3 = n3.beat();
+  CHECK(d3.transition == Transition::promote);
+  CHECK(d3.cause == "switchover");
+  CHECK(d3.epoch == 2);
+  CHECK(n3.master());
+  CHECK_FALSE(n1.master());
+  CHECK_FALSE(n2.master());
+  // The old master goes on as a standby of the new one.
+  clock.advance(kTiming.renew);
+  CHECK(n1.beat().transition == Transition::none);
+  CHECK(store.holder == "n3");
+}
+
+TEST_CASE("a switchover to a target that dies: the reservation lapses after ttl, then the first in line", "[election][switchover]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  n3.beat();
+  store.request_switchover("n2");
+  n1.election.on_switchover_requested(clock.now);
+  REQUIRE(n1.beat().hand_over);
+  REQUIRE(n1.hand_over().reason.find("handed the lease over to n2") != std::string::npos);
+  n2.alive = false;  // it froze or died before it took the lease
+  const TimePoint handed = clock.now;
+
+  // While the reservation lasts nobody is master; after it, n1 (first in line) is.
+  std::optional<TimePoint> next_master;
+  for (int i = 0; i < 500 && !next_master; ++i) {
+    run_for({&n1, &n2, &n3}, clock, milliseconds(10));
+    if (n1.master() || n3.master()) next_master = clock.now;
+  }
+  REQUIRE(next_master);
+  CHECK(*next_master >= handed + kTiming.ttl);  // never while n2's reservation held
+  CHECK(*next_master <= handed + kTiming.ttl + milliseconds(20));  // at once when it lapsed
+  CHECK(n1.master());
+  CHECK(store.epoch == 2);
+}
+
+TEST_CASE("a switchover whose target went away: the master keeps the lease as a new term", "[election][switchover]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  store.request_switchover("n2");
+  n1.election.on_switchover_requested(clock.now);
+  REQUIRE(n1.beat().hand_over);
+  clock.advance(kTiming.ttl);  // n2's registration expires before the hand-over
+  n2.alive = false;
+  const Decision h = n1.hand_over();
+  CHECK(h.reason.find("abandoned") != std::string::npos);
+  CHECK(n1.election.next_heartbeat() <= clock.now);
+  const Decision d = n1.beat();
+  CHECK(d.transition == Transition::promote);
+  CHECK(d.cause == "recovered");
+  CHECK(store.epoch == 2);  // a new term: the one that ended had its on-demote
+}
+
+TEST_CASE("a switchover requested of a standby changes nothing there", "[election][switchover]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  const TimePoint due = n2.election.next_heartbeat();
+  const Decision d = n2.election.on_switchover_requested(clock.now);
+  CHECK(d.transition == Transition::none);
+  CHECK(n2.election.next_heartbeat() == due);
+}
+
+TEST_CASE("every demotion names the epoch that was held and why", "[election]") {
+  SECTION("the lease was lost to another node at a new epoch") {
+    Election e(kTiming);
+    const TimePoint t = TimePoint(std::chrono::hours(1));
+    e.on_connected(t - kTiming.ttl);
+    HeartbeatAnswer mine;
+    mine.holder_is_me = mine.acquired = true;
+    mine.holder = "n1";
+    mine.epoch = 4;
+    mine.version = 9;
+    REQUIRE(e.on_answer(e.request(t), mine, t, t).transition == Transition::promote);
+    HeartbeatAnswer other;
+    other.holder = "n2";
+    other.epoch = 5;
+    other.version = 10;
+    const Decision d = e.on_answer(e.request(t), other, t, t);
+    CHECK(d.transition == Transition::demote);
+    CHECK(d.epoch == 4);  // LEASE_AGENT_EPOCH of on-demote: the epoch held, not the new one
+    CHECK(d.cause == "lost");
+    CHECK(d.ends_mastership);
+    CHECK(e.epoch() == 5);
+  }
+  SECTION("the deadline passed") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock);
+    REQUIRE(n1.beat().transition == Transition::promote);
+    clock.advance(kTiming.ttl);
+    const Decision d = n1.election.tick(clock.now);
+    CHECK(d.transition == Transition::demote);
+    CHECK(d.cause == "deadline");
+    CHECK(d.epoch == 1);
+  }
+  SECTION("a master whose name turns out to be held by another live agent stops acting as master first") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock);
+    REQUIRE(n1.beat().transition == Transition::promote);
+    HeartbeatAnswer dup;
+    dup.duplicate = true;
+    dup.duplicate_detail = "incarnation x";
+    const Decision d = n1.election.on_answer(n1.election.request(clock.now), dup, clock.now, clock.now);
+    CHECK(d.transition == Transition::exit_duplicate);
+    CHECK(d.ends_mastership);  // the daemon runs on-demote before it exits
+    CHECK(d.epoch == 1);
+    CHECK_FALSE(n1.master());
   }
 }

@@ -672,3 +672,165 @@ TEST_CASE("GET /metrics answers in the Prometheus text format", "[process]") {
   INFO("body: " << body);
   CHECK(contains(body, "# TYPE "));
 }
+
+// ---------------------------------------------------------------------------
+// 14. Switchover: every row of INTERFACE.md's outcome table.
+
+namespace {
+
+CommandResult switchover(Cluster& c, const std::vector<std::string>& args) {
+  std::vector<std::string> all{"switchover", "--dsn", test_dsn(), "--cluster", c.name(), "--ttl", "2s",
+                               "--renew", "500ms"};
+  all.insert(all.end(), args.begin(), args.end());
+  return run_command(c.dir(), all);
+}
+
+std::string hooks_cmd(const std::string& out) {
+  return "echo \"$LEASE_AGENT_NODE $LEASE_AGENT_ROLE $LEASE_AGENT_EPOCH\" >> '" + out + "'";
+}
+
+}  // namespace
+
+TEST_CASE("switchover --to NODE: the master stops first, NODE is master at once, the command says so",
+          "[process][switchover]") {
+  Cluster c("proc-switchover");
+  const std::string out = c.dir().file("hooks.txt");
+  AgentOptions o;
+  o.extra_args = {"--on-promote", hooks_cmd(out), "--on-demote", hooks_cmd(out)};
+  Three t(c, {o, o, o});
+  c.wait_until("n1's on-promote", [&] { return read_file(out) == "n1 master 1\n"; });
+
+  const CommandResult r = switchover(c, {"--to", "n3", "--from", "n1"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err << "\n" << c.logs());
+  REQUIRE(r.exit == 0);
+  CHECK(contains(r.out, "switchover: n3 is master of " + c.name() + " at epoch 2, "));
+  CHECK(contains(r.out, " ms after the request"));
+  CHECK(lines_of(r.out).size() == 1);
+  wait_master(c, t.n3, {&t.n1, &t.n2, &t.n3}, {&t.n2});
+  c.wait_until("n1 to be a standby again", [&] { return t.n1.get("/standby") == 200; });
+  // The old master's on-demote (with the epoch it held) came before the new one's on-promote.
+  c.wait_until("n3's on-promote", [&] { return contains(read_file(out), "n3 master 2"); });
+  CHECK(read_file(out) == "n1 master 1\nn1 standby 1\nn3 master 2\n");
+  for (Agent* a : {&t.n1, &t.n2, &t.n3}) CHECK(a->running());
+  const std::string log = t.n1.log();
+  CHECK(contains(log, "a switchover asks to hand the lease to n3"));
+  CHECK(contains(log, "handed the lease over to n3"));
+}
+
+TEST_CASE("switchover without --to hands over to the next in line", "[process][switchover]") {
+  Cluster c("proc-switchover-next");
+  Three t(c);
+  const CommandResult r = switchover(c, {});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err << "\n" << c.logs());
+  REQUIRE(r.exit == 0);
+  CHECK(contains(r.out, "switchover: n2 is master of " + c.name()));
+  wait_master(c, t.n2, {&t.n1, &t.n2, &t.n3}, {&t.n3});
+}
+
+TEST_CASE("switchover to the node that already is master: exit 0, nothing changes", "[process][switchover]") {
+  Cluster c("proc-switchover-same");
+  Three t(c);
+  const CommandResult r = switchover(c, {"--to", "n1"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.exit == 0);
+  CHECK(contains(r.out, "n1 already is master of " + c.name() + " at epoch 1; nothing changes"));
+  CHECK(c.master_row().epoch == 1);
+  CHECK(t.n1.get("/master") == 200);
+}
+
+TEST_CASE("switchover refusals exit 3 with one line naming which and who is master", "[process][switchover]") {
+  Cluster c("proc-switchover-refused");
+  Three t(c);
+  SECTION("an unknown node") {
+    const CommandResult r = switchover(c, {"--to", "n9"});
+    CHECK(r.exit == 3);
+    require_one_line_naming(r, "node n9 is unknown in cluster " + c.name() + " (the master is n1 at epoch 1)");
+  }
+  SECTION("a gone node") {
+    t.n3.signal(SIGTERM);
+    REQUIRE(t.n3.wait_exit() == 0);
+    const CommandResult r = switchover(c, {"--to", "n3"});
+    CHECK(r.exit == 3);
+    require_one_line_naming(r, "node n3 of cluster " + c.name() + " is gone, not a live standby");
+    require_one_line_naming(r, "the master is n1 at epoch 1");
+  }
+  SECTION("--from is not the master") {
+    const CommandResult r = switchover(c, {"--to", "n3", "--from", "n2"});
+    CHECK(r.exit == 3);
+    require_one_line_naming(r, "node n2 is not the master of cluster " + c.name() + " (the master is n1 at epoch 1)");
+  }
+  bool lease_ran_out = false;
+  SECTION("no master now") {
+    lease_ran_out = true;
+    for (Agent* a : {&t.n1, &t.n2, &t.n3}) a->signal(SIGSTOP);  // the lease runs out, nobody takes it
+    c.wait_until("no master in lease_agent.master", [&] { return c.master_row().node.empty(); });
+    const CommandResult r = switchover(c, {"--to", "n3"});
+    for (Agent* a : {&t.n1, &t.n2, &t.n3}) a->signal(SIGCONT);
+    CHECK(r.exit == 3);
+    require_one_line_naming(r, "no master in cluster " + c.name() + " now");
+  }
+  SECTION("bad usage") {
+    const CommandResult r = switchover(c, {"--to", "n2", "--timeout", "soon"});
+    CHECK(r.exit == 2);
+    require_one_line_naming(r, "--timeout");
+  }
+  // A refusal changes nothing (where the lease did not run out on purpose).
+  if (!lease_ran_out) {
+    const Cluster::MasterRow m = c.master_row();
+    CHECK(m.node == "n1");
+    CHECK(m.epoch == 1);
+  }
+}
+
+TEST_CASE("switchover to a node that froze: exit 3 at --timeout, and a master again within ttl", "[process][switchover]") {
+  Cluster c("proc-switchover-frozen");
+  Three t(c);
+  t.n2.signal(SIGSTOP);  // still registered (live for ttl), but it will not take the lease
+  const CommandResult r = switchover(c, {"--to", "n2", "--timeout", "1s"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err << "\n" << c.logs());
+  CHECK(r.exit == 3);
+  require_one_line_naming(r, "switchover: n2 did not take the lease of " + c.name() + " within 1s");
+  // The reservation lapses ttl after the hand-over: then the first in line (n1, whose
+  // process lives on) takes the free lease as after any release. n2 never answers 200.
+  wait_master(c, t.n1, {&t.n1, &t.n3}, {}, {});
+  CHECK(c.master_row().epoch == 2);
+  t.n2.signal(SIGCONT);
+  c.hold_for("n2 to stay a standby after it resumed", Ms(500), [&] { return t.n2.get("/master") != 200; });
+}
+
+TEST_CASE("handover-delay: on a clean stop the master answers 503 that long before it releases",
+          "[process][switchover]") {
+  Cluster c("proc-handover-delay");
+  AgentOptions o;
+  o.extra_args = {"--handover-delay", "400ms"};
+  Three t(c, {o, o, o});
+  t.n1.signal(SIGTERM);
+  // A moment when neither n1 nor n2 answers 200: n1 has stopped serving, n2 not begun.
+  c.wait_until("a moment with no master on /master, n1 still running", [&] {
+    return t.n1.running() && t.n1.get("/master") == 503 && t.n2.get("/master") == 503 &&
+           c.master_row().node == "n1";
+  });
+  wait_master(c, t.n2, {&t.n1, &t.n2, &t.n3}, {&t.n3});
+  CHECK(t.n1.wait_exit() == 0);
+  const std::string log = t.n1.log();
+  INFO(log);
+  CHECK(contains(log, "released the lease"));
+}
+
+TEST_CASE("a master that finds its node name taken by another live agent runs on-demote, then exits 3",
+          "[process]") {
+  Cluster c("proc-dup-master");
+  const std::string out = c.dir().file("hooks.txt");
+  AgentOptions o;
+  o.node = "n1";
+  o.extra_args = {"--on-promote", hooks_cmd(out), "--on-demote", hooks_cmd(out)};
+  Agent& a = c.start_ready(o);
+  c.wait_until("n1's on-promote", [&] { return read_file(out) == "n1 master 1\n"; });
+  // Another process registers the name (as a second agent whose row moved would).
+  c.query("UPDATE lease_agent.node SET incarnation = 'intruder', heartbeat_at = clock_timestamp(), "
+          "expires_at = clock_timestamp() + interval '1 minute' WHERE cluster = " + sql_quote(c.name()) +
+          " AND node = 'n1' RETURNING node");
+  CHECK(a.wait_exit() == 3);
+  CHECK(read_file(out) == "n1 master 1\nn1 standby 1\n");
+  CHECK(contains(a.log(), "held by another live agent"));
+}

@@ -373,6 +373,11 @@ TEST_CASE("validation errors name the flag or file line of the value") {
       {{"--node", std::string(64, 'n')},
        "--node: '" + std::string(64, 'n') + "' is longer than 63 characters"},
       {{"--node", "a\tb"}, "--node: must not contain control characters"},
+      {{"--handover-delay", "300"}, "--handover-delay: bad duration '300': needs a unit: ms, s or m"},
+      {{"--dsn", "host=db dbnme=app"},
+       "--dsn: not a valid libpq connection string: invalid connection option \"dbnme\""},
+      {{"--dsn", "postgresql://db/app?sslmod=require"},
+       "--dsn: not a valid libpq connection string: invalid URI query parameter: \"sslmod\""},
   };
   for (const Case& c : cases) {
     INFO(c.message);
@@ -452,7 +457,8 @@ TEST_CASE("describe lists every setting in table order, DSN masked") {
   CHECK(names == std::vector<std::string>{"active", "cluster", "node", "address",
                                           "dsn", "ttl", "renew", "http",
                                           "on-promote", "on-demote",
-                                          "hook-timeout", "log-format"});
+                                          "hook-timeout", "handover-delay",
+                                          "log-format"});
   CHECK(value_of(s, "active") == "true");
   CHECK(value_of(s, "node") == "app1");
   CHECK(value_of(s, "address") == "");
@@ -480,4 +486,24 @@ TEST_CASE("the example config files of config/ load") {
 #else
   WARN("LEASE_AGENT_SOURCE_DIR is not defined: skipped");
 #endif
+}
+
+TEST_CASE("a malformed dsn is named without quoting what could be its password") {
+  // libpq says: missing "=" after "word" in connection info string.
+  const std::string why = settings_error_of([] { load_from_args({"--dsn", "host=db password=two words"}); });
+  CHECK(why.rfind("--dsn: not a valid libpq connection string: missing \"=\" after ", 0) == 0);
+  CHECK(why.find("words") == std::string::npos);
+  CHECK(why.find("two") == std::string::npos);
+  // A file names its line.
+  TempDir dir;
+  const std::string path =
+      dir.write("dsn.xml", "<lease-agent>\n  <property name=\"dsn\">host=db port</property>\n</lease-agent>\n");
+  CHECK(settings_error_of([&] { load_settings_file(path); }).rfind(path + ":2: dsn: not a valid libpq", 0) == 0);
+}
+
+TEST_CASE("handover-delay: 0 by default, and a duration otherwise") {
+  CHECK(load_settings(FlagValues{}).handover_delay == Millis(0));
+  CHECK(load_from_args({"--handover-delay", "300ms"}).handover_delay == Millis(300));
+  CHECK(load_from_args({"--handover-delay", "0"}).handover_delay == Millis(0));
+  CHECK(value_of(load_from_args({"--handover-delay", "1s"}), "handover-delay") == "1s");
 }

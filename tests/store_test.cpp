@@ -2,9 +2,12 @@
 #include "lease_store.h"
 
 #include <poll.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <memory>
 #include <thread>
 
@@ -47,6 +50,15 @@ void expire_node(const std::string& cluster, const std::string& node) {
           tx.quote(cluster) + " AND node = " + tx.quote(node));
 }
 
+// A file of tests/fixtures/.
+std::string read_fixture(const std::string& name) {
+  std::ifstream in(std::string(LEASE_AGENT_SOURCE_DIR) + "/tests/fixtures/" + name);
+  REQUIRE(in.good());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 // Waits (bounded) for notices on a listening store.
 std::vector<LeaseNotice> await_notices(LeaseStore& s, int timeout_ms = 5000) {
   pollfd p{s.socket(), POLLIN, 0};
@@ -54,6 +66,21 @@ std::vector<LeaseNotice> await_notices(LeaseStore& s, int timeout_ms = 5000) {
   if (!got.empty()) return got;
   if (::poll(&p, 1, timeout_ms) <= 0) return {};
   return s.take_notices();
+}
+
+// Waits (bounded) until a notice that `wanted` accepts arrives; false if none did.
+template <typename Pred>
+bool await_notice(LeaseStore& s, Pred wanted, int timeout_ms = 5000) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (int round = 0; round < 1000; ++round) {
+    for (const LeaseNotice& n : s.take_notices())
+      if (wanted(n)) return true;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{s.socket(), POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(left.count()));
+  }
+  return false;
 }
 
 }  // namespace
@@ -296,7 +323,7 @@ TEST_CASE("the agent's connection options: timeouts added, the user's own kept",
                                              milliseconds(2000), "lease-agent n1");
   CHECK(uri.find("application_name='x'") != std::string::npos);
   CHECK(uri.find("connect_timeout='10'") != std::string::npos);
-  CHECK_THROWS_AS(effective_conninfo("host='unterminated", milliseconds(2000), milliseconds(500), "x"), StoreError);
+  CHECK_THROWS_AS(effective_conninfo("host='unterminated", milliseconds(2000), milliseconds(500), "x"), std::invalid_argument);
 }
 
 TEST_CASE("cluster status lists every node in registration order", "[store]") {
@@ -393,4 +420,257 @@ TEST_CASE("p_may_acquire false: no acquisition, no new term; a renewal goes on",
   a = n1->heartbeat(old_enough);
   CHECK(a.holder_is_me);
   CHECK(a.epoch == 2);
+}
+
+// ---------------------------------------------------------------------------
+// Switchover (sql/002_protocol.sql: lease_agent.switchover, lease_agent.hand_over).
+
+namespace {
+
+// n1 master, n2 and n3 standbys, all with schema-3 agents.
+struct ThreeNodes {
+  explicit ThreeNodes(const std::string& prefix) : c(unique_cluster(prefix)) {
+    n1 = make_store(c, "n1");
+    n2 = make_store(c, "n2", "", /*listen=*/true);
+    n3 = make_store(c, "n3", "", /*listen=*/true);
+    const HeartbeatAnswer a = n1->heartbeat(standby());
+    REQUIRE(a.holder_is_me);
+    epoch = a.epoch;
+    n2->heartbeat(standby());
+    n3->heartbeat(standby());
+  }
+  std::string c;
+  std::unique_ptr<LeaseStore> n1, n2, n3;
+  std::int64_t epoch = 0;
+};
+
+std::string refusal(LeaseStore& s, const std::string& to, const std::string& from = "") {
+  try {
+    s.request_switchover(to, from);
+  } catch (const SwitchoverRefused& e) {
+    return e.what();
+  }
+  return "(not refused)";
+}
+
+}  // namespace
+
+TEST_CASE("a switchover request: the master hears it, hands over, the target alone takes the free lease", "[store][switchover]") {
+  ThreeNodes t("switchover");
+  t.n2->take_notices();
+  auto op = make_store(t.c, "operator", "", /*listen=*/false);
+  const SwitchoverRequest r = op->request_switchover("n3", "n1");
+  CHECK(r.requested);
+  CHECK(r.target == "n3");
+  CHECK(r.master == "n1");
+  CHECK(r.epoch == t.epoch);
+  // Every listener hears it (the master acts on it; the others ignore it).
+  std::vector<LeaseNotice> heard = await_notices(*t.n2);
+  REQUIRE_FALSE(heard.empty());
+  CHECK(heard.back().switchover);
+  // The master's next heartbeat names the target; the standbys' do not.
+  const HeartbeatAnswer m = t.n1->heartbeat(as_master(t.epoch));
+  CHECK(m.holder_is_me);
+  CHECK(m.switchover_to == "n3");
+  CHECK(t.n2->heartbeat(standby()).switchover_to.empty());
+  // The hand-over frees the lease reserved for n3.
+  const HandOver h = t.n1->hand_over();
+  CHECK(h.handed_over);
+  CHECK(h.target == "n3");
+  CHECK(await_notice(*t.n3, [](const LeaseNotice& n) { return n.free; }));
+  CHECK(query_value("SELECT count(*) FROM lease_agent.master WHERE cluster = '" + t.c + "'") == "0");
+  // n1 and n2 come before n3 in line, but the lease is n3's alone.
+  const HeartbeatAnswer a1 = t.n1->heartbeat(standby());
+  CHECK_FALSE(a1.holder_is_me);
+  CHECK(a1.reserved_for == "n3");
+  CHECK(a1.reserved_left_ms > 0);
+  CHECK(a1.reserved_left_ms <= 2000);
+  CHECK_FALSE(t.n2->heartbeat(standby()).holder_is_me);
+  const HeartbeatAnswer a3 = t.n3->heartbeat(standby());
+  CHECK(a3.holder_is_me);
+  CHECK(a3.acquired);
+  CHECK(a3.acquired_how == "switchover");
+  CHECK(a3.epoch == t.epoch + 1);
+  CHECK(query_value("SELECT node FROM lease_agent.master WHERE cluster = '" + t.c + "'") == "n3");
+  // The reservation and the request are gone with the acquisition.
+  CHECK(query_value("SELECT coalesce(reserved_for, '-') || coalesce(switchover_to, '-') FROM lease_agent.lease "
+                    "WHERE cluster = '" + t.c + "'") == "--");
+  // A second request to the master it now is changes nothing.
+  const SwitchoverRequest again = op->request_switchover("n3", "");
+  CHECK_FALSE(again.requested);
+  CHECK(again.master == "n3");
+}
+
+TEST_CASE("a switchover without a target goes to the next in line", "[store][switchover]") {
+  ThreeNodes t("switchover-next");
+  auto op = make_store(t.c, "operator-x", "", false);
+  const SwitchoverRequest r = op->request_switchover("", "");
+  CHECK(r.requested);
+  // The operator's own connection registered nothing: the next in line is n2.
+  CHECK(r.target == "n2");
+}
+
+TEST_CASE("switchover refusals name which and who is master", "[store][switchover]") {
+  ThreeNodes t("switchover-refused");
+  auto op = make_store(t.c, "op", "", false);
+  SECTION("an unknown node") {
+    const std::string why = refusal(*op, "n9");
+    CHECK(why.find("node n9 is unknown in cluster " + t.c) != std::string::npos);
+    CHECK(why.find("the master is n1") != std::string::npos);
+  }
+  SECTION("a gone node") {
+    expire_node(t.c, "n3");
+    const std::string why = refusal(*op, "n3");
+    CHECK(why.find("node n3 of cluster " + t.c + " is gone") != std::string::npos);
+    CHECK(why.find("the master is n1") != std::string::npos);
+  }
+  SECTION("--from is not the master") {
+    const std::string why = refusal(*op, "n3", "n2");
+    CHECK(why.find("node n2 is not the master") != std::string::npos);
+    CHECK(why.find("the master is n1") != std::string::npos);
+  }
+  SECTION("no master now") {
+    REQUIRE(t.n1->leave());
+    const std::string why = refusal(*op, "n3");
+    CHECK(why.find("no master in cluster " + t.c) != std::string::npos);
+  }
+  SECTION("no live standby left") {
+    expire_node(t.c, "n2");
+    expire_node(t.c, "n3");
+    const std::string why = refusal(*op, "");
+    CHECK(why.find("no live standby") != std::string::npos);
+  }
+  // Nothing changed: n1 still holds its term.
+  if (query_value("SELECT holder FROM lease_agent.lease WHERE cluster = '" + t.c + "'") == "n1")
+    CHECK(t.n1->heartbeat(as_master(t.epoch)).switchover_to.empty());
+}
+
+TEST_CASE("a hand-over with no request standing, or whose target is gone, changes nothing", "[store][switchover]") {
+  ThreeNodes t("handover-none");
+  CHECK_FALSE(t.n1->hand_over().handed_over);
+  auto op = make_store(t.c, "op", "", false);
+  REQUIRE(op->request_switchover("n2", "").requested);
+  expire_node(t.c, "n2");
+  const HandOver h = t.n1->hand_over();
+  CHECK_FALSE(h.handed_over);
+  CHECK(query_value("SELECT holder FROM lease_agent.lease WHERE cluster = '" + t.c + "'") == "n1");
+  // A standby cannot hand over what it does not hold.
+  CHECK_FALSE(t.n3->hand_over().handed_over);
+}
+
+TEST_CASE("a reservation lapses after ttl: then the first in line takes the free lease", "[store][switchover]") {
+  ThreeNodes t("reservation-lapse");
+  auto op = make_store(t.c, "op", "", false);
+  REQUIRE(op->request_switchover("n3", "").requested);
+  REQUIRE(t.n1->hand_over().handed_over);
+  // Until it lapses (ttl = 2 s from the hand-over, the database's clock), n2 may not.
+  HeartbeatAnswer a = t.n2->heartbeat(standby());
+  REQUIRE_FALSE(a.holder_is_me);
+  REQUIRE(a.reserved_for == "n3");
+  // Make it lapse now instead of waiting.
+  {
+    auto c = connect_db();
+    pqxx::nontransaction tx(*c);
+    tx.exec("UPDATE lease_agent.lease SET reserved_until = clock_timestamp() WHERE cluster = " + tx.quote(t.c));
+  }
+  a = t.n1->heartbeat(standby());  // n1 is first in line
+  CHECK(a.holder_is_me);
+  CHECK(a.acquired_how == "free");
+  CHECK(a.epoch == t.epoch + 1);
+}
+
+TEST_CASE("schema apply upgrades a version-2 database in place while version-2 agents run", "[store][upgrade]") {
+  // A database of its own, at schema version 2.
+  const std::string db = "la_upgrade_" + std::to_string(::getpid());
+  {
+    auto c = connect_db();
+    pqxx::nontransaction tx(*c);
+    tx.exec("DROP DATABASE IF EXISTS " + db);
+    tx.exec("CREATE DATABASE " + db);
+  }
+  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
+  kv["dbname"] = db;
+  std::string dsn;
+  for (const auto& [k, v] : kv) dsn += k + "='" + v + "' ";
+  {
+    pqxx::connection c(dsn);
+    pqxx::nontransaction tx(c);
+    tx.exec(read_fixture("schema_v2.sql"));
+  }
+  // Two agents of version 2: their statements, prepared as they prepare them.
+  struct OldAgent {
+    OldAgent(const std::string& dsn, std::string node) : conn(dsn), node(std::move(node)) {
+      conn.prepare("heartbeat", "SELECT * FROM lease_agent.heartbeat($1, $2, $3, $4, $5, "
+                                "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
+      conn.prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+    }
+    pqxx::row beat(std::int64_t epoch) {
+      pqxx::nontransaction tx(conn);
+      return tx.exec_prepared("heartbeat", "c", node, node + "-v2", "", 2000, epoch, -1, true)[0];
+    }
+    void leave() {
+      pqxx::nontransaction tx(conn);
+      tx.exec_prepared("leave", "c", node, node + "-v2");
+    }
+    pqxx::connection conn;
+    std::string node;
+  };
+  OldAgent o1(dsn, "o1"), o2(dsn, "o2");
+  REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
+  REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
+  REQUIRE(epoch == 1);
+
+  // The upgrade, while they run.
+  StoreOptions o;
+  o.dsn = dsn;
+  o.cluster = "c";
+  o.node = "n3";
+  o.incarnation = "n3-v3";
+  o.ttl = milliseconds(2000);
+  o.renew = milliseconds(500);
+  {
+    LeaseStore admin(o);
+    admin.connect(false, false);
+    admin.apply_schema();
+    admin.apply_schema();  // and again: nothing changes
+  }
+  {
+    pqxx::connection c(dsn);
+    pqxx::nontransaction tx(c);
+    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
+  }
+
+  // The version-2 agents go on over the statements they prepared before: the master
+  // renews its term, the standby stays standby.
+  const pqxx::row r1 = o1.beat(epoch);
+  CHECK(r1["o_role"].as<std::string>() == "master");
+  CHECK(r1["o_epoch"].as<std::int64_t>() == epoch);
+  CHECK(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+
+  // A version-3 agent joins; a switchover of a version-2 master is refused, not lost.
+  LeaseStore n3(o);
+  n3.connect(true);
+  CHECK_FALSE(n3.heartbeat(standby()).holder_is_me);
+  try {
+    n3.request_switchover("n3", "");
+    FAIL("a switchover of a version-2 master was not refused");
+  } catch (const SwitchoverRefused& e) {
+    CHECK(std::string(e.what()).find("cannot hand over") != std::string::npos);
+  }
+  // Succession across versions: o1 leaves, o2 (first in line) takes over, then n3.
+  o1.leave();
+  const pqxx::row r2 = o2.beat(-1);
+  CHECK(r2["o_role"].as<std::string>() == "master");
+  CHECK(r2["o_epoch"].as<std::int64_t>() == epoch + 1);
+  o2.leave();
+  const HeartbeatAnswer a3 = n3.heartbeat(standby());
+  CHECK(a3.holder_is_me);
+  CHECK(a3.epoch == epoch + 2);
+  n3.disconnect();
+  o1.conn.disconnect();
+  o2.conn.disconnect();
+  auto c = connect_db();
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP DATABASE IF EXISTS " + db);
 }

@@ -1,0 +1,212 @@
+// The dsn: libpq's parser for checking, masking for display, the agent's connection options.
+#include "dsn.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+namespace lease_agent {
+namespace {
+
+bool is_space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
+
+bool starts_with_ignoring_case(const std::string& text, std::size_t at, const std::string& prefix) {
+  if (text.size() - std::min(at, text.size()) < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[at + i])) != prefix[i]) return false;
+  }
+  return true;
+}
+
+bool equals_ignoring_case(const std::string& text, const std::string& lower) {
+  return text.size() == lower.size() && starts_with_ignoring_case(text, 0, lower);
+}
+
+const char kMask[] = "********";
+
+// Masks a URI's user:password@ and ?password=... (prefix already checked).
+std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
+  std::string masked = dsn;
+  // 1. userinfo: the authority ends at the first '/', '?' or '#'; the
+  //    userinfo at its last '@'; the password after the userinfo's first ':'.
+  std::size_t authority_end = masked.find_first_of("/?#", authority_begin);
+  if (authority_end == std::string::npos) authority_end = masked.size();
+  const std::size_t at = masked.rfind('@', authority_end);
+  if (at != std::string::npos && at >= authority_begin) {
+    const std::size_t colon = masked.find(':', authority_begin);
+    if (colon != std::string::npos && colon < at) {
+      masked.replace(colon + 1, at - colon - 1, kMask);
+    }
+  }
+  // 2. query parameters: password=VALUE up to the next '&' or '#'.
+  std::size_t query = masked.find('?', authority_begin);
+  if (query == std::string::npos) return masked;
+  std::size_t parameter = query + 1;
+  while (parameter <= masked.size()) {
+    std::size_t end = masked.find_first_of("&#", parameter);
+    if (end == std::string::npos) end = masked.size();
+    const std::size_t equals = masked.find('=', parameter);
+    if (equals != std::string::npos && equals < end &&
+        equals_ignoring_case(masked.substr(parameter, equals - parameter),
+                             "password")) {
+      masked.replace(equals + 1, end - equals - 1, kMask);
+      end = equals + 1 + std::strlen(kMask);
+    }
+    if (end >= masked.size() || masked[end] == '#') break;
+    parameter = end + 1;
+  }
+  return masked;
+}
+
+// Masks password=VALUE of a keyword/value connection string, scanning it the
+// way libpq does: values are unquoted up to white space or single-quoted,
+// with backslash escapes in both.
+std::string mask_dsn_keywords(const std::string& dsn) {
+  std::string masked;
+  std::size_t i = 0;
+  const std::size_t n = dsn.size();
+  while (i < n) {
+    // 1. white space and the keyword.
+    const std::size_t keyword_begin = i;
+    while (i < n && is_space(dsn[i])) ++i;
+    const std::size_t key_begin = i;
+    while (i < n && !is_space(dsn[i]) && dsn[i] != '=') ++i;
+    const std::string keyword = dsn.substr(key_begin, i - key_begin);
+    // 2. '=' with optional white space around it.
+    std::size_t j = i;
+    while (j < n && is_space(dsn[j])) ++j;
+    if (j >= n || dsn[j] != '=') {
+      // Not a keyword=value pair: copy it through unchanged.
+      masked.append(dsn, keyword_begin, i - keyword_begin);
+      continue;
+    }
+    ++j;
+    while (j < n && is_space(dsn[j])) ++j;
+    masked.append(dsn, keyword_begin, j - keyword_begin);
+    // 3. the value.
+    const std::size_t value_begin = j;
+    if (j < n && dsn[j] == '\'') {
+      ++j;
+      while (j < n && dsn[j] != '\'') j += (dsn[j] == '\\' && j + 1 < n) ? 2 : 1;
+      if (j < n) ++j;  // the closing quote
+    } else {
+      while (j < n && !is_space(dsn[j])) j += (dsn[j] == '\\' && j + 1 < n) ? 2 : 1;
+    }
+    if (equals_ignoring_case(keyword, "password")) {
+      masked += kMask;
+    } else {
+      masked.append(dsn, value_begin, j - value_begin);
+    }
+    i = j;
+  }
+  return masked;
+}
+
+
+// Quotes a value for a libpq keyword=value string.
+std::string conninfo_quote(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+
+// libpq's message, on one line, with every quoted fragment that the dsn does not use as a
+// keyword (followed by '=') replaced: "missing "=" after "..."" may quote a piece of an
+// unquoted password.
+std::string scrub_parse_error(std::string message, const std::string& dsn) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  std::replace(message.begin(), message.end(), '\n', ' ');
+  std::string out;
+  std::size_t i = 0;
+  while (i < message.size()) {
+    const std::size_t open = message.find('"', i);
+    if (open == std::string::npos) break;
+    const std::size_t close = message.find('"', open + 1);
+    if (close == std::string::npos) break;
+    const std::string fragment = message.substr(open + 1, close - open - 1);
+    bool keyword = false;
+    for (std::size_t at = dsn.find(fragment); !fragment.empty() && at != std::string::npos;
+         at = dsn.find(fragment, at + 1)) {
+      std::size_t j = at + fragment.size();
+      while (j < dsn.size() && is_space(dsn[j])) ++j;
+      const bool starts_word = at == 0 || is_space(dsn[at - 1]) || dsn[at - 1] == '?' || dsn[at - 1] == '&';
+      if (starts_word && j < dsn.size() && dsn[j] == '=') keyword = true;
+    }
+    out += message.substr(i, open + 1 - i);
+    out += (keyword || fragment == "=") ? fragment : "...";
+    out += '"';
+    i = close + 1;
+  }
+  out += message.substr(std::min(i, message.size()));
+  return out;
+}
+
+}  // namespace
+
+std::string mask_dsn(const std::string& dsn) {
+  std::size_t start = 0;
+  while (start < dsn.size() && is_space(dsn[start])) ++start;
+  for (const std::string scheme : {"postgresql://", "postgres://"}) {
+    if (starts_with_ignoring_case(dsn, start, scheme)) {
+      return mask_dsn_uri(dsn, start + scheme.size());
+    }
+  }
+  return mask_dsn_keywords(dsn);
+}
+
+std::string dsn_problem(const std::string& dsn) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (opts != nullptr) {
+    PQconninfoFree(opts);
+    return "";
+  }
+  std::string why = err ? scrub_parse_error(err, dsn) : "out of memory";
+  if (err) PQfreemem(err);
+  return "not a valid libpq connection string: " + why;
+}
+
+std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds ttl,
+                               std::chrono::milliseconds renew,
+                               const std::string& application_name) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (opts == nullptr) {
+    if (err) PQfreemem(err);
+    throw std::invalid_argument(dsn_problem(dsn));
+  }
+  std::map<std::string, std::string> given;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+    if (o->val != nullptr) given[o->keyword] = o->val;
+  PQconninfoFree(opts);
+
+  auto secs = [](std::chrono::milliseconds d) { return std::to_string(std::max<long long>(1, (d.count() + 999) / 1000)); };
+  const std::map<std::string, std::string> defaults = {
+      {"connect_timeout", std::to_string(std::max<long long>(2, (ttl.count() + 999) / 1000))},
+      {"keepalives", "1"},
+      {"keepalives_idle", secs(renew)},
+      {"keepalives_interval", "1"},
+      {"keepalives_count", "3"},
+      {"tcp_user_timeout", std::to_string(std::max(renew, ttl / 2).count())},
+      {"application_name", application_name},
+  };
+  for (const auto& [k, v] : defaults) given.emplace(k, v);  // the user's own win
+
+  std::string out;
+  for (const auto& [k, v] : given) {
+    if (!out.empty()) out += ' ';
+    out += k + "=" + conninfo_quote(v);
+  }
+  return out;
+}
+
+
+}  // namespace lease_agent

@@ -1,0 +1,1 @@
+# Packaging (cpack -G DEB): filled in below.

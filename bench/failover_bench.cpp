@@ -1,10 +1,13 @@
 // failover_bench: measures takeover times of real lease-agent processes on a real PostgreSQL.
 //
 //   build/failover_bench --dsn "host=127.0.0.1 port=5432 dbname=x user=y" [--runs 20]
-//                        [--ttl 2s] [--renew 500ms] [--agents 3] [--scenario kill,term,stop]
+//                        [--ttl 2s] [--renew 500ms] [--agents 3] [--scenario kill,term,stop,switchover]
 //
 // Each run starts --agents agents in a fresh cluster, then faults the master:
-//   kill: kill -9; term: SIGTERM (clean stop); stop: SIGSTOP past ttl, then SIGCONT.
+//   kill: kill -9; term: SIGTERM (clean stop); stop: SIGSTOP past ttl, then SIGCONT;
+//   switchover: SELECT lease_agent.switchover(cluster, 'n2') (no hooks, handover-delay 0).
+//   For a switchover it also gives the time from the request's commit to n2's new term,
+//   both on the database's clock (lease_agent.master.acquired_at - requested_at).
 // The time is from the fault to the new master's row in lease_agent.master (polled on one
 // connection, about every 0.2 ms), and to its first 200 on /master. Throughout, every agent's
 // /master is sampled and a sample with two 200s is counted. Figures are printed in ms and as
@@ -106,6 +109,7 @@ struct Figures {
   int double_masters = 0;
   int failures = 0;
   int resumed_200 = 0;  // stop scenario: old master answered 200 after SIGCONT
+  std::vector<double> request_to_term_ms;  // switchover: on the database's clock
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -122,14 +126,14 @@ int main(int argc, char** argv) {
   std::string dsn = std::getenv("LEASE_AGENT_TEST_DSN") ? std::getenv("LEASE_AGENT_TEST_DSN") : "";
   std::string binary = LEASE_AGENT_BINARY;
   int runs = 20, agents = 3;
-  std::string ttl_s = "2s", renew_s = "500ms", scenarios = "kill,term,stop";
+  std::string ttl_s = "2s", renew_s = "500ms", scenarios = "kill,term,stop,switchover";
   app.add_option("--dsn", dsn, "database (default: LEASE_AGENT_TEST_DSN)");
   app.add_option("--binary", binary, "the lease-agent binary");
   app.add_option("--runs", runs, "runs per scenario")->check(CLI::Range(1, 1000));
   app.add_option("--agents", agents, "agents per run")->check(CLI::Range(2, 200));
   app.add_option("--ttl", ttl_s);
   app.add_option("--renew", renew_s);
-  app.add_option("--scenario", scenarios, "comma-separated: kill, term, stop");
+  app.add_option("--scenario", scenarios, "comma-separated: kill, term, stop, switchover");
   CLI11_PARSE(app, argc, argv);
   const auto ttl = lease_agent::parse_duration(ttl_s);
   const double ttl_ms = static_cast<double>(ttl.count());
@@ -156,7 +160,7 @@ int main(int argc, char** argv) {
   std::printf("failover_bench: %d runs per scenario, %d agents, ttl=%s renew=%s\n", runs, agents, ttl_s.c_str(),
               renew_s.c_str());
   int status = 0;
-  for (const std::string scenario : {"kill", "term", "stop"}) {
+  for (const std::string scenario : {"kill", "term", "stop", "switchover"}) {
     if (scenarios.find(scenario) == std::string::npos) continue;
     Figures f;
     for (int run = 0; run < runs; ++run) {
@@ -207,9 +211,23 @@ int main(int argc, char** argv) {
           }
         });
         const auto fault = Clock::now();
-        ::kill(as[0].pid, scenario == "kill" ? SIGKILL : scenario == "term" ? SIGTERM : SIGSTOP);
+        std::string requested_at;
+        if (scenario == "switchover") {
+          pqxx::nontransaction tx(db);
+          requested_at = tx.exec("SELECT requested_at::text FROM lease_agent.switchover(" + tx.quote(cluster) +
+                                 ", 'n2')")[0][0].as<std::string>();
+        } else {
+          ::kill(as[0].pid, scenario == "kill" ? SIGKILL : scenario == "term" ? SIGTERM : SIGSTOP);
+        }
         Clock::time_point row_at{}, http_at{};
         const bool row = await([&] { return master_row() == "n2"; }, ttl * 3, &row_at);
+        if (row && !requested_at.empty()) {
+          pqxx::nontransaction tx(db);
+          f.request_to_term_ms.push_back(
+              tx.exec("SELECT extract(epoch FROM acquired_at - " + tx.quote(requested_at) +
+                      "::timestamptz) * 1000 FROM lease_agent.master WHERE cluster = " + tx.quote(cluster))[0][0]
+                  .as<double>());
+        }
         const bool http = row && await([&] { return http_status(as[1].port) == 200; }, ttl, &http_at);
         if (row && http) {
           f.to_row_ms.push_back(Ms(row_at - fault).count());
@@ -241,6 +259,10 @@ int main(int argc, char** argv) {
                 percentile(f.to_row_ms, 1.0), percentile(f.to_row_ms, 1.0) / ttl_ms, percentile(f.to_http_ms, 0.5),
                 percentile(f.to_http_ms, 1.0), f.double_masters);
     if (scenario == "stop") std::printf("  200-after-resume=%d", f.resumed_200);
+    if (scenario == "switchover")
+      std::printf("\n           request commit to n2's new term (database clock): median %.2f ms, p90 %.2f ms, worst %.2f ms",
+                  percentile(f.request_to_term_ms, 0.5), percentile(f.request_to_term_ms, 0.9),
+                  percentile(f.request_to_term_ms, 1.0));
     std::printf("\n");
     if (f.failures > 0 || f.double_masters > 0 || f.resumed_200 > 0) status = 1;
   }

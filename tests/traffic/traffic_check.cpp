@@ -616,6 +616,13 @@ int Run::main() {
   try {
     for (FaultKind k : o_.scenarios) scenario(k);
     settle("after the last fault");
+    if (o_.demo) {
+      // What an operator sees now: `lease-agent status` of the demo's cluster.
+      say("== lease-agent status --cluster " + cluster_);
+      const std::string out = dir_ + "/status.txt";
+      run_bounded({LEASE_AGENT_BINARY, "status", "--dsn", o_.dsn, "--cluster", cluster_}, out, 10000);
+      std::cout << slurp(out) << std::flush;
+    }
   } catch (const std::exception& e) {
     failure = e.what();
   }

@@ -8,9 +8,12 @@
 #   /lib/systemd/system/lease-agent.service    config/lease-agent.service (Type=notify)
 #   /etc/lease-agent/agent.xml                 config/agent.xml, a conffile (packaging/conffiles)
 #   /usr/share/lease-agent/sql/*.sql           the schema, also embedded in the binary
-#   /usr/share/doc/lease-agent/                README.md, PROTOCOL.md, copyright, changelog.Debian.gz,
-#                                              examples/ (agent.xml, haproxy.cfg, alerts.yml)
+#   /usr/share/doc/lease-agent/                README.md, PROTOCOL.md, copyright, changelog.gz (a
+#                                              native package: lintian wants that name, not
+#                                              changelog.Debian.gz), examples/ (agent.xml,
+#                                              haproxy.cfg, alerts.yml)
 #   /usr/share/man/man1/lease-agent.1.gz       packaging/lease-agent.1
+#   /usr/share/lintian/overrides/lease-agent   packaging/lease-agent.lintian-overrides
 # and the maintainer scripts of packaging/: postinst makes the lease-agent system user and group
 # and neither enables nor starts the unit (agent.xml needs a dsn first); prerm stops a running
 # agent on removal; postrm on purge removes /etc/lease-agent and the user it made.
@@ -26,6 +29,22 @@ set(LEASE_AGENT_PACKAGING_DIR ${CMAKE_SOURCE_DIR}/packaging)
 
 # --- Files installed as they are.
 install(TARGETS lease-agent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# A stripped install (cpack's CPACK_STRIP_FILES, cmake --install --strip) drops what dh_strip
+# drops as well: the .comment and .note sections (lintian: binary-has-unneeded-section).
+if(CMAKE_STRIP)
+  install(CODE "
+    if(CMAKE_INSTALL_DO_STRIP)
+      set(_la_bin [[${CMAKE_INSTALL_BINDIR}/lease-agent]])
+      if(NOT IS_ABSOLUTE \"\${_la_bin}\")
+        set(_la_bin \"\${CMAKE_INSTALL_PREFIX}/\${_la_bin}\")
+      endif()
+      execute_process(COMMAND [[${CMAKE_STRIP}]] --remove-section=.comment --remove-section=.note
+                              \"\$ENV{DESTDIR}\${_la_bin}\" COMMAND_ERROR_IS_FATAL ANY)
+    endif()
+  ")
+endif()
+# Full RELRO (relro is the toolchain's default; bindnow is not): lintian hardening-no-bindnow.
+target_link_options(lease-agent PRIVATE LINKER:-z,now)
 
 file(GLOB LEASE_AGENT_SQL_FILES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/sql/*.sql)
 list(SORT LEASE_AGENT_SQL_FILES)
@@ -42,7 +61,8 @@ install(FILES ${CMAKE_SOURCE_DIR}/config/agent.xml ${CMAKE_SOURCE_DIR}/config/ha
 find_program(GZIP_EXECUTABLE gzip REQUIRED)
 set(LEASE_AGENT_PACKAGING_OUT ${CMAKE_BINARY_DIR}/packaging)
 set(LEASE_AGENT_GZIPPED)
-foreach(pair "changelog:changelog.Debian" "lease-agent.1:lease-agent.1")
+# A native package (version without a Debian revision): its changelog is changelog.gz.
+foreach(pair "changelog:changelog" "lease-agent.1:lease-agent.1")
   string(REPLACE ":" ";" pair "${pair}")
   list(GET pair 0 src)
   list(GET pair 1 dst)
@@ -57,7 +77,9 @@ foreach(pair "changelog:changelog.Debian" "lease-agent.1:lease-agent.1")
   list(APPEND LEASE_AGENT_GZIPPED ${LEASE_AGENT_PACKAGING_OUT}/${dst}.gz)
 endforeach()
 add_custom_target(lease_agent_packaging_files ALL DEPENDS ${LEASE_AGENT_GZIPPED})
-install(FILES ${LEASE_AGENT_PACKAGING_OUT}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${LEASE_AGENT_PACKAGING_OUT}/changelog.gz DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${LEASE_AGENT_PACKAGING_DIR}/lease-agent.lintian-overrides
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides RENAME lease-agent)
 install(FILES ${LEASE_AGENT_PACKAGING_OUT}/lease-agent.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 
 # packaging/changelog names the package's version: it must be this project's VERSION.

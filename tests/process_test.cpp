@@ -6,6 +6,7 @@
 // bounded deadline (Cluster::wait_until), and FAILs naming it. Cluster::hold_for
 // is the only fixed-length window: an observation that something stays true.
 #include <signal.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include <catch2/catch.hpp>
@@ -685,6 +686,18 @@ CommandResult switchover(Cluster& c, const std::vector<std::string>& args) {
   return run_command(c.dir(), all);
 }
 
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+  REQUIRE(f.good());
+}
+
+std::string join_messages(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& m : v) s += "[" + m + "] ";
+  return s;
+}
+
 std::string hooks_cmd(const std::string& out) {
   return "echo \"$LEASE_AGENT_NODE $LEASE_AGENT_ROLE $LEASE_AGENT_EPOCH\" >> '" + out + "'";
 }
@@ -833,4 +846,130 @@ TEST_CASE("a master that finds its node name taken by another live agent runs on
   CHECK(a.wait_exit() == 3);
   CHECK(read_file(out) == "n1 master 1\nn1 standby 1\n");
   CHECK(contains(a.log(), "held by another live agent"));
+}
+
+TEST_CASE("a master frozen past ttl runs on-demote with the epoch it held, not the successor's", "[process]") {
+  Cluster c("proc-demote-epoch");
+  const std::string out = c.dir().file("hooks.txt");
+  AgentOptions o;
+  o.node = "n1";
+  o.extra_args = {"--on-promote", hooks_cmd(out), "--on-demote", hooks_cmd(out)};
+  Agent& n1 = c.start_ready(o);
+  Agent& n2 = c.start_ready("n2");
+  wait_may_acquire(c, n2);
+  c.wait_until("n1's on-promote", [&] { return read_file(out) == "n1 master 1\n"; });
+  n1.signal(SIGSTOP);
+  c.wait_until("n2 master at epoch 2", [&] {
+    const Cluster::MasterRow m = c.master_row();
+    return m.node == "n2" && m.epoch == 2;
+  });
+  n1.signal(SIGCONT);
+  c.wait_until("n1's on-demote", [&] { return read_file(out) == "n1 master 1\nn1 standby 1\n"; });
+  CHECK(n1.running());
+}
+
+TEST_CASE("a malformed dsn or one with an unknown keyword exits 2 before anything starts", "[process]") {
+  TempDir dir;
+  const std::string http = "127.0.0.1:" + std::to_string(free_port());
+  for (const std::string& dsn : {std::string("host='unterminated"), std::string("host=127.0.0.1 colour=blue"),
+                                 std::string("postgresql://[::1")}) {
+    CAPTURE(dsn);
+    for (const std::string& command : {std::string("check-config"), std::string("run")}) {
+      CAPTURE(command);
+      const CommandResult r =
+          run_command(dir, {command, "--dsn", dsn, "--cluster", unique_cluster("proc-baddsn"), "--node", "n1",
+                            "--http", http});
+      CHECK(r.exit == 2);
+      require_one_line_naming(r, "--dsn");
+    }
+  }
+}
+
+TEST_CASE("log-format json: every line is JSON, epochs and durations are numbers; errors before the start too",
+          "[process]") {
+  Cluster c("proc-json-log");
+  AgentOptions o;
+  o.node = "n1";
+  o.extra_args = {"--log-format", "json"};
+  Agent& a = c.start_ready(o);
+  c.wait_until("n1 master", [&] { return a.get("/master") == 200; });
+  a.signal(SIGTERM);
+  REQUIRE(a.wait_exit() == 0);
+  bool saw_promotion = false;
+  for (const std::string& line : lines_of(a.log())) {
+    CAPTURE(line);
+    nlohmann::json j;
+    REQUIRE_NOTHROW(j = nlohmann::json::parse(line));
+    CHECK(j["ts"].is_string());
+    CHECK(j["level"].is_string());
+    if (j.contains("epoch")) CHECK(j["epoch"].is_number_integer());
+    if (j.contains("ttl_ms")) CHECK(j["ttl_ms"].is_number());
+    if (j.value("event", "") == "promote") {
+      saw_promotion = true;
+      CHECK(j["epoch"] == 1);
+    }
+  }
+  CHECK(saw_promotion);
+
+  // A bad setting, reported before the daemon starts: still one JSON line.
+  const CommandResult r = run_command(c.dir(), {"run", "--log-format", "json", "--ttl", "5", "--dsn", test_dsn()});
+  CHECK(r.exit == 2);
+  REQUIRE(lines_of(r.err).size() == 1);
+  nlohmann::json j;
+  REQUIRE_NOTHROW(j = nlohmann::json::parse(r.err));
+  CHECK(j["level"] == "error");
+  CHECK(j["command"] == "run");
+  CHECK(j["msg"].get<std::string>().find("--ttl") != std::string::npos);
+  // The same from the config file's log-format.
+  const std::string cfg = c.dir().file("json.xml");
+  write_file(cfg, "<agent><property name=\"log-format\">json</property><property name=\"ttl\">5</property></agent>\n");
+  const CommandResult f = run_command(c.dir(), {"run", "-c", cfg, "--dsn", test_dsn()});
+  CHECK(f.exit == 2);
+  REQUIRE(lines_of(f.err).size() == 1);
+  REQUIRE_NOTHROW(j = nlohmann::json::parse(f.err));
+  CHECK(j["msg"].get<std::string>().find("json.xml:1: ttl") != std::string::npos);
+}
+
+// systemd's notify protocol, with a socket of the test's own as NOTIFY_SOCKET.
+TEST_CASE("under systemd: READY=1 once registered, STATUS with role and epoch, WATCHDOG=1, STOPPING=1", "[process]") {
+  Cluster c("proc-systemd");
+  const std::string path = c.dir().file("notify.sock");
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, path.c_str());
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  std::vector<std::string> got;
+  // Reads datagrams until one contains `what` (bounded by time and count).
+  auto await_message = [&](const std::string& what) {
+    const auto until = SteadyClock::now() + Ms(10000);
+    for (int i = 0; i < 10000 && SteadyClock::now() < until; ++i) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      got.emplace_back(buf, static_cast<size_t>(n));
+      if (contains(got.back(), what)) return true;
+    }
+    return false;
+  };
+  AgentOptions o;
+  o.node = "n1";
+  o.env = {{"NOTIFY_SOCKET", path}, {"WATCHDOG_USEC", "1000000"}};
+  Agent& a = c.spawn(o);
+  INFO("messages so far: " << join_messages(got));
+  REQUIRE(await_message("READY=1"));
+  // READY=1 came once it was registered.
+  CHECK(c.query("SELECT count(*) FROM lease_agent.node WHERE cluster = " + sql_quote(c.name()) + " AND node = 'n1'") == "1");
+  REQUIRE(await_message("STATUS=master"));
+  CHECK(contains(got.back(), "epoch 1"));
+  CHECK(await_message("WATCHDOG=1"));
+  CHECK(await_message("WATCHDOG=1"));  // again: a ping of the deadline timer, not a one-off
+  a.signal(SIGTERM);
+  CHECK(await_message("STOPPING=1"));
+  CHECK(a.wait_exit() == 0);
+  ::close(fd);
 }

@@ -973,3 +973,64 @@ TEST_CASE("under systemd: READY=1 once registered, STATUS with role and epoch, W
   CHECK(a.wait_exit() == 0);
   ::close(fd);
 }
+
+TEST_CASE("status: heartbeat age, stale and gone nodes flagged, lease time left, --watch, an empty cluster",
+          "[process][status]") {
+  Cluster c("proc-status");
+  Agent& n1 = c.start_ready("n1");
+  Agent& n2 = c.start_ready("n2");
+  c.wait_until("n1 master", [&] { return n1.get("/master") == 200; });
+
+  nlohmann::json s = status_json(c);
+  INFO("status: " << s.dump(2));
+  CHECK(s.at("master") == "n1");
+  CHECK(s.at("epoch") == 1);
+  CHECK(s.at("lease_left_ms").get<long long>() > 0);
+  CHECK(s.at("lease_left_ms").get<long long>() <= kTtl.count());
+  for (const auto& n : s.at("nodes")) {
+    CHECK(n.at("state") == "ok");
+    CHECK(n.at("heartbeat_age_ms").is_number_integer());
+  }
+
+  // A standby that stops heartbeating: stale after half its ttl, gone after its ttl.
+  n2.signal(SIGSTOP);
+  auto state_of_n2 = [&] {
+    const nlohmann::json now = status_json(c);  // kept: the loop refers into it
+    for (const auto& n : now.at("nodes"))
+      if (n.at("node") == "n2") return n.at("state").get<std::string>();
+    return std::string("missing");
+  };
+  c.wait_until("n2 flagged stale", [&] { return state_of_n2() == "stale"; });
+  c.wait_until("n2 flagged gone", [&] { return state_of_n2() == "gone"; });
+  const CommandResult text = run_command(c.dir(), {"status", "--dsn", test_dsn(), "--cluster", c.name()});
+  CHECK(text.exit == 0);
+  INFO("status text: " << text.out);
+  CHECK(contains(text.out, "master n1, epoch 1, lease "));
+  CHECK(contains(text.out, "gone"));
+  n2.signal(SIGCONT);
+
+  // --watch redraws until SIGINT, then exits 0.
+  const std::string out = c.dir().file("watch.out");
+  const pid_t w = spawn_process(
+      {agent_binary(), "status", "--watch", "100ms", "--dsn", test_dsn(), "--cluster", c.name()}, {}, out,
+      c.dir().file("watch.err"));
+  c.wait_until("three redraws of status --watch", [&] {
+    const std::string o = read_file(out);
+    size_t count = 0;
+    for (size_t p = o.find("cluster " + c.name()); p != std::string::npos; p = o.find("cluster " + c.name(), p + 1))
+      ++count;
+    return count >= 3;
+  });
+  REQUIRE(::kill(w, SIGINT) == 0);
+  const std::optional<int> st = wait_pid(w, Ms(5000));
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+
+  // A cluster no agent registered in.
+  const CommandResult empty = run_command(c.dir(), {"status", "--dsn", test_dsn(), "--cluster", c.name() + "-none"});
+  CHECK(empty.exit == 0);
+  CHECK(contains(empty.out, "has no node"));
+  const CommandResult bad = run_command(c.dir(), {"status", "--watch", "often", "--dsn", test_dsn()});
+  CHECK(bad.exit == 2);
+  require_one_line_naming(bad, "--watch");
+}

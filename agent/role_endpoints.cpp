@@ -22,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -348,6 +349,7 @@ class RoleEndpoints::Server final : public httplib::Server {
     // Level-triggered and never reset: once written, every poll of every connection
     // returns at once.
     stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ < 0) stop_fd_error_ = std::strerror(errno);
     const EndpointLimits l = limits_;
     new_task_queue = [l] {
       return new ElasticPool(l.max_connections, l.warm_threads, l.idle_thread_linger);
@@ -378,7 +380,7 @@ class RoleEndpoints::Server final : public httplib::Server {
 
   bool ready(std::string& error) const {
     if (stop_fd_ >= 0) return true;
-    error = std::string("cannot create the stop descriptor: ") + std::strerror(errno);
+    error = "cannot create the stop descriptor: " + stop_fd_error_;
     return false;
   }
 
@@ -391,6 +393,16 @@ class RoleEndpoints::Server final : public httplib::Server {
     if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
     if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
     return 0;
+  }
+
+  // httplib 0.11 listens with a backlog of 5 (compiled into the library): a burst of
+  // more checkers connecting at once than the accepting thread has taken lost SYNs and
+  // waited a second for the retransmission. Listening again changes the backlog.
+  bool widen_backlog(std::string& error) {
+    const socket_t s = svr_sock_;
+    if (s != INVALID_SOCKET && ::listen(s, kListenBacklog) == 0) return true;
+    error = std::string("cannot listen: ") + std::strerror(errno);
+    return false;
   }
 
   // Wakes every connection (they close) and closes the listening socket, so that
@@ -413,6 +425,9 @@ class RoleEndpoints::Server final : public httplib::Server {
       close_socket(sock);
       return false;
     }
+    // Inherited from the listening socket on Linux; set again so as not to depend on it.
+    int yes = 1;
+    ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
     ConnectionStream strm(sock, stop_fd_);
     bool ok = false;
     const std::size_t max_requests = std::max<std::size_t>(1, limits_.keep_alive_max_requests);
@@ -428,8 +443,11 @@ class RoleEndpoints::Server final : public httplib::Server {
     return ok;
   }
 
+  static constexpr int kListenBacklog = 128;
+
   const EndpointLimits limits_;
   int stop_fd_ = -1;
+  std::string stop_fd_error_;
 };
 
 RoleEndpoints::RoleEndpoints(std::function<RoleView()> view, std::function<std::string()> metrics,
@@ -475,6 +493,10 @@ bool RoleEndpoints::start(const std::string& host, int port, std::string& error)
   if (!server_->bind_to_port(host, port)) {
     error = "cannot listen on " + host + ":" + std::to_string(port) +
             " (address in use or not available)";
+    server_.reset();
+    return false;
+  }
+  if (!server_->widen_backlog(error)) {
     server_.reset();
     return false;
   }

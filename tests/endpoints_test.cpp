@@ -17,8 +17,9 @@
 
 #include <httplib.h>
 
-#include <atomic>
 #include <catch2/catch.hpp>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <future>

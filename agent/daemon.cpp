@@ -136,6 +136,10 @@ int run_daemon(const Settings& s) {
         log_info("SIGHUP ignored: settings are read at start; restart to change them");
         continue;
       }
+      if (state.stopping()) {
+        log_info(std::string(strsignal(sig)) + " again: the stop is already under way");
+        continue;
+      }
       log_info(std::string("stopping on ") + strsignal(sig), {{"event", "stop"}});
       if (state.request_stop()) was_master = true;
       worker.wake();

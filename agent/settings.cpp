@@ -383,12 +383,23 @@ void check_timing(const Settings& settings,
   }
 }
 
+// handover-delay below ttl: a stopping master does not renew, so a longer delay would
+// let its lease run out first and cost the cluster a crash's takeover time.
+void check_handover_delay(const Settings& settings, const std::map<std::string, RawValue>& values) {
+  if (settings.handover_delay < settings.ttl) return;
+  const RawValue& delay = values.at("handover-delay");
+  throw SettingsError(delay.where + ": handover-delay " + format_duration(settings.handover_delay) +
+                      " must be below ttl " + format_duration(settings.ttl) +
+                      " (the lease would run out before the release)");
+}
+
 Settings settings_from(const std::map<std::string, RawValue>& values) {
   Settings settings;
   for (const SettingSpec& spec : kSettings) {
     apply_setting(spec, values.at(spec.name), settings);
   }
   check_timing(settings, values);
+  check_handover_delay(settings, values);
   return settings;
 }
 

@@ -506,4 +506,8 @@ TEST_CASE("handover-delay: 0 by default, and a duration otherwise") {
   CHECK(load_from_args({"--handover-delay", "300ms"}).handover_delay == Millis(300));
   CHECK(load_from_args({"--handover-delay", "0"}).handover_delay == Millis(0));
   CHECK(value_of(load_from_args({"--handover-delay", "1s"}), "handover-delay") == "1s");
+  // Below ttl: a stopping master does not renew, its lease must outlast the delay.
+  CHECK(settings_error_of([] { load_from_args({"--ttl", "2s", "--renew", "500ms", "--handover-delay", "2s"}); }) ==
+        "--handover-delay: handover-delay 2s must be below ttl 2s (the lease would run out before the release)");
+  CHECK(load_from_args({"--ttl", "2s", "--renew", "500ms", "--handover-delay", "1900ms"}).handover_delay == Millis(1900));
 }

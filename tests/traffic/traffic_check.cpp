@@ -482,19 +482,6 @@ void Run::setup() {
   std::mt19937_64 rng(std::random_device{}());
   cluster_ = "traffic-" + std::to_string(::getpid()) + "-" + std::to_string(rng() % 100000);
 
-  // What this lease-agent can do: handover-delay and switchover are needed by those scenarios.
-  const bool has_handover = run_bounded({LEASE_AGENT_BINARY, "check-config", "--handover-delay", "1ms"},
-                                        dir_ + "/features.log", 10000) == 0;
-  run_bounded({LEASE_AGENT_BINARY, "schema", "print"}, dir_ + "/schema.sql", 10000);
-  const bool has_switchover = slurp(dir_ + "/schema.sql").find("switchover") != std::string::npos;
-  for (FaultKind k : o_.scenarios) {
-    if ((k == FaultKind::stop || k == FaultKind::switchover) && !has_handover)
-      throw std::invalid_argument(std::string("this lease-agent has no --handover-delay, needed by the ") +
-                                  traffic::to_string(k) + " scenario (run with --scenarios kill,pause)");
-    if (k == FaultKind::switchover && !has_switchover)
-      throw std::invalid_argument("this lease-agent has no switchover (run with --scenarios kill,pause,stop)");
-  }
-  if (!has_handover) o_.handover_delay_ms = 0;
 
   say("== traffic through HAProxy follows the master");
   say("   3 nodes, each a lease-agent beside an app server that answers its name; ttl=" + std::to_string(kTtlMs) +

@@ -34,23 +34,27 @@ HeartbeatRequest Election::request(TimePoint now) const {
   return r;
 }
 
-void Election::on_connected(TimePoint now) {
-  connected_at_ = now;
+bool Election::on_connected(TimePoint now, const std::string& life) {
+  regular_next_ = std::min(regular_next_, now);
+  if (!life.empty() && life == life_ && life_since_) return false;
+  life_ = life;
+  life_since_ = now;
   watched_version_.reset();
   tried_version_.reset();
-  regular_next_ = std::min(regular_next_, now);
+  return true;
 }
 
 TimePoint Election::next_heartbeat() const {
   if (handing_over_) return TimePoint::max();  // the hand-over is the next round trip
   TimePoint t = regular_next_;
-  // (A watched version was seen over the current connection, so by then the
-  // connection is ttl old too.)
+  // (A watched version was seen in the current server life, so by then this agent has
+  // seen the life for ttl too.)
   if (!holding_ && watched_version_ && watched_version_ != tried_version_)
     t = std::min(t, watched_since_ + timing_.ttl);
-  // A standby whose connection comes of age asks then (a free lease, a lease of ours).
-  if (!holding_ && connected_at_ && *connected_at_ + timing_.ttl > last_sent_)
-    t = std::min(t, *connected_at_ + timing_.ttl);
+  // A standby whose view of the server life comes of age asks then (a free lease, a
+  // lease of ours).
+  if (!holding_ && life_since_ && *life_since_ + timing_.ttl > last_sent_)
+    t = std::min(t, *life_since_ + timing_.ttl);
   return t;
 }
 
@@ -143,13 +147,23 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
       r << "promoted: acquired the lease at epoch " << a.epoch;
       if (!a.acquired)
         r << " (renewed a lease this agent had stopped counting on)";
+      else if (a.acquired_how == "recovered")
+        r << " (a new term of its own lease, which nobody took over while this node was not"
+             " counting on it)";
       else if (a.acquired_how == "switchover")
         r << " (handed over to this node by a switchover)";
-      else if (req.watched_version)
+      else if (req.watched_version && a.acquired_how == "expired")
         r << " after watching version " << *req.watched_version << " unchanged for "
           << timing_.ttl.count() << "ms";
       else
         r << " (it was free)";
+      if (a.fence_wait_ms > 0 || a.fence_ended > 0) {
+        r << "; waited " << a.fence_wait_ms << "ms for application transactions of epoch "
+          << a.epoch - 1 << " that passed assert_master";
+        if (a.fence_ended > 0) r << ", ended " << a.fence_ended << " of them";
+        d.fence_wait_ms = a.fence_wait_ms;
+        d.fence_ended = a.fence_ended;
+      }
       d.reason = r.str();
       return d;
     }

@@ -1,7 +1,7 @@
 // The election: a small state machine that knows nothing of SQL, sockets or clocks.
 //
 // Clock model. Every decision here takes the monotonic time ("now") as an argument;
-// the caller reads std::chrono::steady_clock, tests pass whatever they like. Safety
+// the caller reads Clock (CLOCK_BOOTTIME, clock.h), tests pass whatever they like. Safety
 // rests on one assumption: the monotonic clocks of all agents advance at nearly the
 // same rate. No decision depends on two clocks agreeing, nor on any wall clock.
 //
@@ -26,9 +26,13 @@
 #include <optional>
 #include <string>
 
+#include "clock.h"
+
 namespace lease_agent {
 
-using Clock = std::chrono::steady_clock;
+// CLOCK_BOOTTIME, not steady_clock (CLOCK_MONOTONIC): a suspend must count against the
+// deadline (clock.h).
+using Clock = BootClock;
 using TimePoint = Clock::time_point;
 using std::chrono::milliseconds;
 
@@ -67,6 +71,10 @@ struct HeartbeatAnswer {
   std::string switchover_to;      // to the master: a switchover asks it to hand over to this node
   std::string reserved_for;       // to the others: the free lease is reserved for this node
   std::int64_t reserved_left_ms = 0;  // for that long more (the database's clock)
+  // Strict fencing (an acquisition): how long it waited for application transactions of
+  // the term that ended, and how many of them it had to end (sql/PROTOCOL.md, "Fencing").
+  std::int64_t fence_wait_ms = 0;
+  int fence_ended = 0;
 };
 
 enum class Transition { none, promote, demote, exit_duplicate };
@@ -88,6 +96,10 @@ struct Decision {
   // A switchover: the daemon now hands the lease over (on-demote, handover-delay, then
   // LeaseStore::hand_over) and reports the outcome with on_handed_over().
   bool hand_over = false;
+  // A promotion that waited for the fence of the term before (metrics): ms waited, and
+  // how many application transactions were ended.
+  std::int64_t fence_wait_ms = 0;
+  int fence_ended = 0;
 };
 
 class Election {
@@ -97,17 +109,21 @@ class Election {
   // The request for a heartbeat sent now.
   HeartbeatRequest request(TimePoint now) const;
 
-  // The store's connection was (re)established at `now`. No term starts (no
-  // acquisition, no new epoch of a lease of ours) until the connection is ttl old: a
-  // database that lost acknowledged commits (a crash with synchronous_commit off, a
-  // failover to an asynchronous standby) may show a lease row older than what a
-  // master acted on, and it lost every connection with them; after ttl from the loss,
-  // every such master's deadline has passed. Renewals of a held lease go on.
-  // A version watched over an earlier connection is forgotten: the loss can take the
-  // row back to an older version and the number then come back meaning another write
-  // (a standby that kept it took over from a master promoted at that very number).
+  // The store's connection was (re)established at `now`, to the server life `life`
+  // (LeaseStore::server_life()). A new life (crash recovery, another server promoted,
+  // the first connection) may have lost acknowledged commits: then no term starts (no
+  // acquisition, no new epoch of a lease of ours) until this agent has seen the life for
+  // ttl. Such a database may show a lease row older than what a master acted on, and it
+  // lost every connection with them; ttl after the loss, every such master's deadline has
+  // passed. And a version watched in an earlier life is forgotten: the loss can take the
+  // row back to an older version and the number then come back meaning another write.
+  // The same life again (a reconnection after a network fault, a frozen or cleanly
+  // restarted server, a terminated session) lost nothing: the life's age and the watched
+  // version are kept. Renewals of a held lease go on either way.
   // The next heartbeat is due at once, to see the row as this connection does.
-  void on_connected(TimePoint now);
+  // Returns whether the life is new to this agent.
+  bool on_connected(TimePoint now, const std::string& life);
+  const std::string& server_life() const { return life_; }
 
   // A heartbeat sent at `sent` with `req` answered `a`, received at `received`.
   Decision on_answer(const HeartbeatRequest& req, const HeartbeatAnswer& a, TimePoint sent,
@@ -145,7 +161,7 @@ class Election {
   bool is_connected_standby(TimePoint now) const { return !holding_ && registered_ && healthy(now); }
   bool registered() const { return registered_; }
   // Whether a heartbeat sent now may start a term (see on_connected).
-  bool may_acquire(TimePoint now) const { return connected_at_ && now >= *connected_at_ + timing_.ttl; }
+  bool may_acquire(TimePoint now) const { return life_since_ && now >= *life_since_ + timing_.ttl; }
   // The last round trip succeeded within ttl.
   bool healthy(TimePoint now) const;
 
@@ -176,7 +192,8 @@ class Election {
   TimePoint watched_since_{};
   std::optional<std::int64_t> tried_version_;  // watched version already named once
   TimePoint regular_next_{};    // the next regular heartbeat; zero: at once
-  std::optional<TimePoint> connected_at_;  // of the store's current connection
+  std::string life_;                       // the server life last connected to
+  std::optional<TimePoint> life_since_;    // when this agent first connected to it
   TimePoint last_sent_{};                  // of the last heartbeat answered or failed
   std::optional<TimePoint> last_ok_;
   bool registered_ = false;     // at least one answer without 'duplicate'

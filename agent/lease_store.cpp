@@ -195,6 +195,7 @@ milliseconds LeaseStore::statement_timeout() const {
 milliseconds LeaseStore::call_timeout() const { return 2 * statement_timeout(); }
 
 void LeaseStore::disconnect() {
+  server_life_.clear();
   if (watchdog_) watchdog_->disarm();  // before the descriptor is closed
   listener_.reset();
   conn_.reset();
@@ -272,6 +273,9 @@ void LeaseStore::connect(bool listen, bool check_schema) {
                            std::to_string(kSchemaVersion) + "): run `lease-agent schema apply`",
                        true);
     }
+    // The server's life, before any heartbeat over this connection (sql/PROTOCOL.md,
+    // "Lost commits").
+    server_life_ = tx.exec("SELECT lease_agent.server_life()")[0][0].as<std::string>();
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {
@@ -280,7 +284,7 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   }
   try {
     conn_->prepare("heartbeat",
-                   "SELECT * FROM lease_agent.heartbeat_v3($1, $2, $3, $4, $5, "
+                   "SELECT * FROM lease_agent.heartbeat_v4($1, $2, $3, $4, $5, "
                    "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
     conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
     conn_->prepare("hand_over", "SELECT * FROM lease_agent.hand_over($1, $2, $3, $4)");
@@ -327,6 +331,8 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     a.switchover_to = text("o_switchover_to");
     a.reserved_for = text("o_reserved_for");
     a.reserved_left_ms = num("o_reserved_left_ms");
+    a.fence_wait_ms = num("o_fence_wait_ms");
+    a.fence_ended = static_cast<int>(num("o_fence_ended"));
     guard.finish();
     return a;
   } catch (const StoreError&) {

@@ -90,7 +90,7 @@ struct ClusterStatus {
 };
 
 // The schema version this agent needs (lease_agent.schema_info.version).
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 struct StoreOptions {
   std::string dsn;  // libpq connection string or URI; empty: libpq's environment
@@ -120,8 +120,12 @@ class LeaseStore {
   int socket() const;
   // "host:port/dbname" of the open connection: safe to log (no password).
   std::string describe_connection() const;
+  // The identity of the server's life seen at connect (lease_agent.server_life()): the
+  // same token again means no acknowledged commit was lost since; empty when not
+  // connected, or connected without the schema check.
+  const std::string& server_life() const { return server_life_; }
 
-  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat). Throws StoreError;
+  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v4). Throws StoreError;
   // after a lost connection the store is disconnected.
   HeartbeatAnswer heartbeat(const HeartbeatRequest& req);
 
@@ -168,6 +172,7 @@ class LeaseStore {
   std::unique_ptr<pqxx::connection> conn_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Watchdog> watchdog_;
+  std::string server_life_;
 };
 
 // The SQL files of sql/, embedded at build time, in name order.

@@ -1,6 +1,7 @@
 // Metrics of one agent in the Prometheus text format (0.0.4).
 #include "metrics.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -49,6 +50,18 @@ void AgentMetrics::transition(const std::string& to, const std::string& reason) 
 void AgentMetrics::clock_warning() {
   std::lock_guard<std::mutex> lock(mu_);
   ++clock_warnings_;
+}
+
+void AgentMetrics::fence_wait(std::int64_t waited_ms, int ended) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++fence_waits_;
+  fence_wait_seconds_ += static_cast<double>(waited_ms) / 1000.0;
+  fence_ended_ += static_cast<std::uint64_t>(std::max(0, ended));
+}
+
+void AgentMetrics::new_server_life() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++new_lives_;
 }
 
 std::string AgentMetrics::escape_label_value(const std::string& v) {
@@ -156,6 +169,19 @@ std::string AgentMetrics::render(const MetricsView& v) const {
   family("lease_agent_clock_drift_warnings_total", "counter",
          "Times the database's clock and this agent's monotonic clock disagreed by more than the margin.");
   sample("lease_agent_clock_drift_warnings_total", "", std::to_string(clock_warnings_));
+
+  family("lease_agent_fence_waits_total", "counter",
+         "Promotions that waited for application transactions of the previous term that held its fence.");
+  sample("lease_agent_fence_waits_total", "", std::to_string(fence_waits_));
+  family("lease_agent_fence_wait_seconds_total", "counter",
+         "Time those promotions waited for the fence of the previous term.");
+  sample("lease_agent_fence_wait_seconds_total", "", format_value(fence_wait_seconds_));
+  family("lease_agent_fence_ended_transactions_total", "counter",
+         "Application transactions of a previous term ended (terminated) because they held its fence too long.");
+  sample("lease_agent_fence_ended_transactions_total", "", std::to_string(fence_ended_));
+  family("lease_agent_server_lives_total", "counter",
+         "Reconnections that found the database in a new server life (crash recovery, a promotion): no term for ttl.");
+  sample("lease_agent_server_lives_total", "", std::to_string(new_lives_));
 
   family("lease_agent_build_info", "gauge", "Always 1; the version of this agent as a label.");
   sample("lease_agent_build_info", label("version", LEASE_AGENT_VERSION), "1");

@@ -74,6 +74,11 @@ class AgentMetrics {
   void error(const std::string& kind);
   void transition(const std::string& to, const std::string& reason);
   void clock_warning();
+  // A promotion waited `waited_ms` for the fence of the previous term, ending `ended`
+  // application transactions.
+  void fence_wait(std::int64_t waited_ms, int ended);
+  // A reconnection found a new server life.
+  void new_server_life();
 
   // The whole exposition, with the gauges of `v`.
   std::string render(const MetricsView& v) const;
@@ -101,6 +106,10 @@ class AgentMetrics {
   std::array<std::uint64_t, kErrorKinds.size()> errors_{};
   std::array<std::uint64_t, kTransitions.size()> transitions_{};
   std::uint64_t clock_warnings_ = 0;
+  std::uint64_t fence_waits_ = 0;
+  double fence_wait_seconds_ = 0;
+  std::uint64_t fence_ended_ = 0;
+  std::uint64_t new_lives_ = 0;
 };
 
 }  // namespace lease_agent

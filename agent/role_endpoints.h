@@ -27,7 +27,7 @@ struct RoleView {
   std::int64_t lease_left_ms = 0;
   std::int64_t last_round_trip_ago_ms = -1;   // -1: none yet
   std::int64_t last_round_trip_latency_ms = -1;
-  bool may_acquire = false;        // its connection is ttl old: it may start a term
+  bool may_acquire = false;        // it has seen the server's life for ttl: it may start a term
 };
 
 // The bounds of the endpoint server. Load balancers and monitoring keep connections

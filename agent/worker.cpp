@@ -85,10 +85,20 @@ int Worker::run() {
                            : std::string("connected to the database");
           state_.log(LogLevel::info, what, {{"database", store_.describe_connection()}});
         }
+        const std::string life = store_.server_life();
+        const bool first = !ever_connected;
         ever_connected = true;
-        state_.change([](Election& el, TimePoint at) {
-          el.on_connected(at);
-          return Decision{};
+        state_.change([&](Election& el, TimePoint at) {
+          Decision d;
+          if (el.on_connected(at, life) && !first) {
+            // (sql/PROTOCOL.md, "Lost commits": only a new life waits.)
+            d.notable = true;
+            d.cause = "server-life";
+            d.reason = "the database is in a new server life (crash recovery, or another server was "
+                       "promoted): acknowledged commits may have been lost, so no term starts here for " +
+                       std::to_string(timing.ttl.count()) + "ms";
+          }
+          return d;
         });
         outage_since.reset();
         outage_error.clear();

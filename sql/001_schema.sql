@@ -18,8 +18,13 @@ CREATE TABLE IF NOT EXISTS lease_agent.node (
     expires_at     timestamptz NOT NULL,   -- live while expires_at > clock_timestamp()
     PRIMARY KEY (cluster, node)
 );
--- Schema 3: the protocol the node's agent speaks (2: no switchover; 3: switchover).
+-- Schema 3: the protocol the node's agent speaks (2: no switchover; 3: switchover;
+-- 4: strict fencing, server lives).
 ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS protocol integer NOT NULL DEFAULT 2;
+-- Schema 4: when the node left the cluster (a clean stop); null while its process lives.
+-- A node keeps its place in the line (registered_at) for as long as its incarnation
+-- lives, even while its heartbeat lapsed; only a new incarnation joins the back.
+ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS left_at timestamptz;
 
 -- One row per cluster. holder is null when the lease is free. epoch grows by one at
 -- every acquisition: the fencing token. version changes at every write of the row
@@ -46,15 +51,58 @@ ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS switchover_requested_at t
 ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS switchover_until timestamptz;
 ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS reserved_for text;
 ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS reserved_until timestamptz;
+-- Schema 4: the cluster came back from silence (no live registration at all: an outage
+-- of the database, or of every agent) at resumed_at; the last heartbeat before it was at
+-- silent_since. For ttl after resumed_at, the nodes that were live when the silence
+-- began and did not leave keep their place in the line although their registrations
+-- expired, so the line is not the order in which agents happen to reconnect.
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS resumed_at timestamptz;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS silent_since timestamptz;
+
+-- Schema 4: one row per term (an epoch of a cluster's lease), for strict fencing.
+-- assert_master locks the term's row FOR SHARE in the application's transaction; the
+-- acquisition of the next term updates it (ended_at), so it waits until every
+-- transaction that passed assert_master for that term has ended: a write that passed
+-- the fence commits before the next term begins, or fails. Renewals never touch it, so
+-- they never wait behind application transactions. Ended terms are deleted by the
+-- acquisition after next.
+CREATE TABLE IF NOT EXISTS lease_agent.term (
+    cluster             text        NOT NULL,
+    epoch               bigint      NOT NULL,
+    holder              text        NOT NULL,
+    holder_incarnation  text        NOT NULL,
+    began_at            timestamptz NOT NULL,
+    ended_at            timestamptz,
+    PRIMARY KEY (cluster, epoch)
+);
+-- The term of a lease held when a database of schema 3 is upgraded.
+INSERT INTO lease_agent.term (cluster, epoch, holder, holder_incarnation, began_at)
+     SELECT cluster, epoch, holder, holder_incarnation, coalesce(acquired_at, clock_timestamp())
+       FROM lease_agent.lease WHERE holder IS NOT NULL
+ON CONFLICT DO NOTHING;
+
+-- Schema 4: the identity of the server's life. An UNLOGGED table: crash recovery (a
+-- crash of the server, an immediate stop, or a crash of one backend, after which the
+-- postmaster reinitialises and recovers) empties it, and replication does not carry
+-- it (a promoted standby starts with it empty). lease_agent.server_life() fills it
+-- with a new random token when it is empty. So a token that an agent sees again means
+-- that no acknowledged commit was lost since it last saw it (sql/PROTOCOL.md, "Lost
+-- commits"); a new token, that some may have been.
+CREATE UNLOGGED TABLE IF NOT EXISTS lease_agent.server_life (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    token      text        NOT NULL,
+    began_at   timestamptz NOT NULL   -- when the first agent saw this life (the database's clock)
+);
 
 -- Schema version the agent checks at start ("schema missing or too old"). Version 3 added
--- switchover; agents of version 2 keep running on it (their heartbeat is kept, see
+-- switchover, version 4 strict fencing, server lives and the line kept across outages;
+-- agents of versions 2 and 3 keep running on it (their heartbeats are kept, see
 -- sql/002_protocol.sql).
 CREATE TABLE IF NOT EXISTS lease_agent.schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
-INSERT INTO lease_agent.schema_info (version) VALUES (3)
+INSERT INTO lease_agent.schema_info (version) VALUES (4)
     ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(lease_agent.schema_info.version, EXCLUDED.version);
 
 -- The master of each cluster: the lease is held and unexpired right now.
@@ -66,14 +114,27 @@ CREATE OR REPLACE VIEW lease_agent.master AS
 
 -- Fencing: raises unless p_node holds p_cluster's unexpired lease at p_epoch. An
 -- application calls it in its own transaction, before its write, so that a stale
--- master's write fails instead of landing.
+-- master's write fails instead of landing. Strict: it locks the term's row FOR SHARE
+-- (and takes a shared advisory lock that names this transaction to the next
+-- acquisition), so the next term cannot begin until this transaction has ended: a write
+-- that passed here commits before the next term begins, or fails. The next acquisition
+-- waits for such transactions at most a tenth of its ttl, then ends them
+-- (pg_terminate_backend: the agent's role needs pg_signal_backend for that) and says so
+-- in its log and metrics. Hold the fence for short transactions only.
+CREATE OR REPLACE FUNCTION lease_agent.fence_key(p_cluster text) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtext('lease_agent fence ' || p_cluster) $$;
+
 CREATE OR REPLACE FUNCTION lease_agent.assert_master(p_cluster text, p_node text, p_epoch bigint)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     l lease_agent.lease%ROWTYPE;
+    t lease_agent.term%ROWTYPE;
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared(lease_agent.fence_key(p_cluster), (p_epoch % 2147483647)::integer);
+    SELECT * INTO t FROM lease_agent.term WHERE cluster = p_cluster AND epoch = p_epoch FOR SHARE;
     SELECT * INTO l FROM lease_agent.lease WHERE cluster = p_cluster;
-    IF NOT FOUND OR l.holder IS DISTINCT FROM p_node OR l.epoch <> p_epoch
+    IF t.epoch IS NULL OR t.ended_at IS NOT NULL OR t.holder IS DISTINCT FROM p_node
+       OR l.holder IS DISTINCT FROM p_node OR l.epoch IS DISTINCT FROM p_epoch
        OR l.expires_at <= clock_timestamp() THEN
         RAISE EXCEPTION 'lease-agent: node % is not the master of cluster % at epoch %',
                         p_node, p_cluster, p_epoch

@@ -17,15 +17,81 @@
 --      (o_switchover_to), to the others a reservation (o_reserved_for, o_reserved_left_ms).
 -- p_epoch is the epoch this agent believes it holds as master, null when standby.
 -- p_may_acquire false: this call starts no term (neither an acquisition nor a new epoch
--- of a lease of ours); a renewal at p_epoch goes on. An agent passes false until its
--- connection is ttl old: a database that lost acknowledged commits (a crash with
--- synchronous_commit off, a failover to an asynchronous standby) may show an older
--- lease row than a master acted on, and it lost every connection with them.
+-- of a lease of ours); a renewal at p_epoch goes on. An agent passes false until it has
+-- seen the server's life (lease_agent.server_life()) for ttl: a database that lost
+-- acknowledged commits (a crash with synchronous_commit off, a failover to an
+-- asynchronous standby) may show an older lease row than a master acted on, and it
+-- began a new life.
 -- (Schema version 1 had no p_may_acquire.) lease_agent.beat is the implementation;
 -- lease_agent.heartbeat_v3 is what agents of schema 3 call, lease_agent.heartbeat what
 -- agents of schema 2 call (kept with its exact signature and columns, so that their
 -- prepared statements go on working across `schema apply`). p_protocol records which.
 DROP FUNCTION IF EXISTS lease_agent.heartbeat(text, text, text, text, integer, bigint, bigint);
+
+-- The identity of the server's life (sql/001_schema.sql, lease_agent.server_life): the
+-- token, made now if crash recovery or a promotion left the table empty. Every agent
+-- reads it at every connection, before its first heartbeat over it.
+CREATE OR REPLACE FUNCTION lease_agent.server_life() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_token text;
+BEGIN
+    SELECT token INTO v_token FROM lease_agent.server_life;
+    IF v_token IS NULL THEN
+        INSERT INTO lease_agent.server_life (token, began_at)
+             VALUES (gen_random_uuid()::text, clock_timestamp())
+        ON CONFLICT (singleton) DO NOTHING;
+        SELECT token INTO v_token FROM lease_agent.server_life;
+    END IF;
+    RETURN v_token;
+END;
+$$;
+
+-- Strict fencing, the acquisition's side: ends term p_epoch of p_cluster (ended_at) before
+-- the next begins. The update waits for every application transaction that passed
+-- lease_agent.assert_master for that term (they lock its row FOR SHARE) to end, at most
+-- p_wait_ms; then it ends those transactions (pg_terminate_backend of the sessions that
+-- hold the term's shared advisory lock; this needs pg_signal_backend or the same role)
+-- and waits for their end under the statement's own lock_timeout. Deletes older terms.
+-- Answers how long it waited (ms, 0 when nobody held the fence) and how many sessions it
+-- ended, for the agent's log line and metric.
+CREATE OR REPLACE FUNCTION lease_agent.end_term(p_cluster text, p_epoch bigint, p_wait_ms integer,
+                                                OUT waited_ms bigint, OUT ended integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_start    timestamptz;
+    v_timeout  text := current_setting('lock_timeout');
+    v_key1     oid := (lease_agent.fence_key(p_cluster)::bigint & 4294967295)::oid;
+    v_key2     oid := ((p_epoch % 2147483647)::bigint & 4294967295)::oid;
+BEGIN
+    ended := 0;
+    DELETE FROM lease_agent.term WHERE cluster = p_cluster AND epoch < p_epoch;
+    v_start := clock_timestamp();
+    BEGIN
+        PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1)::text, true);
+        UPDATE lease_agent.term SET ended_at = clock_timestamp()
+         WHERE cluster = p_cluster AND epoch = p_epoch;
+        PERFORM set_config('lock_timeout', v_timeout, true);
+    EXCEPTION WHEN lock_not_available THEN
+        -- (the subtransaction's end restored lock_timeout)
+        BEGIN
+            SELECT count(*) FILTER (WHERE pg_terminate_backend(lk.pid)) INTO ended
+              FROM pg_locks lk
+             WHERE lk.locktype = 'advisory' AND lk.classid = v_key1 AND lk.objid = v_key2
+               AND lk.objsubid = 2 AND lk.granted AND lk.pid <> pg_backend_pid()
+               AND lk.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'lease-agent: cannot end the transactions that hold the fence of epoch % of cluster %: grant pg_signal_backend to the agent''s role',
+                          p_epoch, p_cluster;
+        END;
+        UPDATE lease_agent.term SET ended_at = clock_timestamp()
+         WHERE cluster = p_cluster AND epoch = p_epoch;
+    END;
+    waited_ms := floor(extract(epoch FROM clock_timestamp() - v_start) * 1000)::bigint;
+END;
+$$;
+
+DROP FUNCTION IF EXISTS lease_agent.beat(integer, text, text, text, text, integer, bigint, bigint, boolean);
 CREATE OR REPLACE FUNCTION lease_agent.beat(
     p_protocol integer, p_cluster text, p_node text, p_incarnation text, p_address text,
     p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean)
@@ -33,7 +99,7 @@ RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
                o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
                o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text,
                o_acquired_how text, o_switchover_to text, o_reserved_for text,
-               o_reserved_left_ms bigint)
+               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now      timestamptz := clock_timestamp();
@@ -62,16 +128,30 @@ BEGIN
             RETURN NEXT;
             RETURN;
         END IF;
-        IF n.incarnation <> p_incarnation OR n.expires_at <= v_now THEN
-            -- a restart, or back from the dead: the back of the line
+        IF n.expires_at <= v_now AND n.left_at IS NULL AND NOT EXISTS (
+               SELECT 1 FROM lease_agent.node nd
+                WHERE nd.cluster = p_cluster AND nd.node <> p_node AND nd.expires_at > v_now) THEN
+            -- The first heartbeat after a silence of the whole cluster (an outage of the
+            -- database, or of every agent): for ttl from now, the nodes that were live
+            -- when it began keep their place although their registrations lapsed.
+            UPDATE lease_agent.lease le
+               SET resumed_at = v_now,
+                   silent_since = (SELECT max(nd.heartbeat_at) FROM lease_agent.node nd
+                                    WHERE nd.cluster = p_cluster)
+             WHERE le.cluster = p_cluster;
+        END IF;
+        IF n.incarnation <> p_incarnation THEN
+            -- a restart: the back of the line
             UPDATE lease_agent.node
                SET address = p_address, incarnation = p_incarnation, registered_at = v_now,
-                   heartbeat_at = v_now, expires_at = v_now + v_ttl, protocol = p_protocol
+                   heartbeat_at = v_now, expires_at = v_now + v_ttl, protocol = p_protocol,
+                   left_at = NULL
              WHERE cluster = p_cluster AND node = p_node;
         ELSE
+            -- the same process: its place in the line is kept, even after a lapse
             UPDATE lease_agent.node
                SET address = p_address, heartbeat_at = v_now, expires_at = v_now + v_ttl,
-                   protocol = p_protocol
+                   protocol = p_protocol, left_at = NULL
              WHERE cluster = p_cluster AND node = p_node;
         END IF;
     END IF;
@@ -91,6 +171,8 @@ BEGIN
             v_mine := false;  -- ours, but no new term yet: the row stays as it is
         ELSIF v_mine THEN
             IF p_epoch IS DISTINCT FROM l.epoch THEN
+                SELECT * INTO o_fence_wait_ms, o_fence_ended
+                  FROM lease_agent.end_term(p_cluster, l.epoch, p_ttl_ms / 10);
                 l.epoch := l.epoch + 1;
                 l.acquired_at := v_now;
                 o_acquired := true;
@@ -103,11 +185,18 @@ BEGIN
             IF v_reserved THEN
                 v_first := l.reserved_for;  -- a switchover's target, alone
             ELSE
+                -- The first in line: live, or (for ttl after a silence of the cluster)
+                -- live when the silence began and not left since.
                 SELECT nd.node INTO v_first FROM lease_agent.node nd
-                 WHERE nd.cluster = p_cluster AND nd.expires_at > v_now
+                 WHERE nd.cluster = p_cluster
+                   AND (nd.expires_at > v_now
+                        OR (v_now < l.resumed_at + v_ttl AND nd.left_at IS NULL
+                            AND nd.expires_at > l.silent_since))
                  ORDER BY nd.registered_at, nd.node LIMIT 1;
             END IF;
             IF v_first = p_node THEN
+                SELECT * INTO o_fence_wait_ms, o_fence_ended
+                  FROM lease_agent.end_term(p_cluster, l.epoch, p_ttl_ms / 10);
                 o_acquired_how := CASE WHEN v_reserved THEN 'switchover'
                                        WHEN l.holder IS NULL THEN 'free' ELSE 'expired' END;
                 l.holder := p_node;
@@ -131,6 +220,13 @@ BEGIN
                    reserved_for = l.reserved_for,
                    reserved_until = CASE WHEN l.reserved_for IS NULL THEN NULL ELSE l.reserved_until END
              WHERE cluster = p_cluster;
+            IF o_acquired THEN
+                INSERT INTO lease_agent.term (cluster, epoch, holder, holder_incarnation, began_at)
+                     VALUES (p_cluster, l.epoch, p_node, p_incarnation, v_now)
+                ON CONFLICT (cluster, epoch) DO UPDATE
+                    SET holder = EXCLUDED.holder, holder_incarnation = EXCLUDED.holder_incarnation,
+                        began_at = EXCLUDED.began_at, ended_at = NULL;
+            END IF;
             -- 4. every change of the row is announced
             PERFORM pg_notify('lease_agent', l.version || ' held ' || p_cluster);
         END IF;
@@ -157,7 +253,21 @@ BEGIN
 END;
 $$;
 
--- The heartbeat of agents of schema 3.
+-- The heartbeat of agents of schema 4: all of beat's columns.
+CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v4(
+    p_cluster text, p_node text, p_incarnation text, p_address text,
+    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean)
+RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
+               o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
+               o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text,
+               o_acquired_how text, o_switchover_to text, o_reserved_for text,
+               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer)
+LANGUAGE sql AS $$
+    SELECT * FROM lease_agent.beat(4, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
+                                   p_epoch, p_watched_version, p_may_acquire);
+$$;
+
+-- The heartbeat of agents of schema 3, with its signature and columns unchanged.
 CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v3(
     p_cluster text, p_node text, p_incarnation text, p_address text,
     p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean)
@@ -167,8 +277,11 @@ RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
                o_acquired_how text, o_switchover_to text, o_reserved_for text,
                o_reserved_left_ms bigint)
 LANGUAGE sql AS $$
-    SELECT * FROM lease_agent.beat(3, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
-                                   p_epoch, p_watched_version, p_may_acquire);
+    SELECT o_status, o_role, o_holder, o_holder_address, o_epoch, o_version, o_acquired,
+           o_first_in_line, o_lease_left_ms, o_db_now_ms, o_detail, o_acquired_how,
+           o_switchover_to, o_reserved_for, o_reserved_left_ms
+      FROM lease_agent.beat(3, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
+                            p_epoch, p_watched_version, p_may_acquire);
 $$;
 
 -- The heartbeat of agents of schema 2, with its signature and columns unchanged. Such an
@@ -190,7 +303,7 @@ $$;
 
 -- The clean stop of an agent, after it stopped acting as master: releases the lease if
 -- this incarnation holds it (holder null, expiry now, notify) and then marks the node
--- gone. Returns true when a lease was released. Idempotent.
+-- gone (left_at: it gives up its place in the line). Returns true when a lease was released. Idempotent.
 CREATE OR REPLACE FUNCTION lease_agent.leave(p_cluster text, p_node text, p_incarnation text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
@@ -205,9 +318,8 @@ BEGIN
     IF FOUND THEN
         PERFORM pg_notify('lease_agent', v_version || ' free ' || p_cluster);
     END IF;
-    UPDATE lease_agent.node SET expires_at = v_now
-     WHERE cluster = p_cluster AND node = p_node AND incarnation = p_incarnation
-       AND expires_at > v_now;
+    UPDATE lease_agent.node SET expires_at = least(expires_at, v_now), left_at = v_now
+     WHERE cluster = p_cluster AND node = p_node AND incarnation = p_incarnation;
     RETURN v_version IS NOT NULL;
 END;
 $$;

@@ -36,7 +36,9 @@ class FakeStore {
       a.duplicate_detail = it->second.incarnation + "@" + std::to_string(it->second.beats);
       return a;
     }
-    if (it == nodes_.end() || it->second.incarnation != incarnation || !live(it->second)) {
+    // A new incarnation joins the back of the line; the same one keeps its place, even
+    // after its registration lapsed.
+    if (it == nodes_.end() || it->second.incarnation != incarnation) {
       nodes_[node] = Node{incarnation, ++registrations_, clock_.now, 0};
     }
     Node& n = nodes_[node];
@@ -107,6 +109,8 @@ class FakeStore {
   std::string holder, holder_incarnation;
   std::int64_t epoch = 0, version = 0;
   std::string switchover_to, reserved_for;
+  // The server's life (lease_agent.server_life()): a crash that loses commits makes a new one.
+  std::string life = "life-1";
   TimePoint reserved_until{};
 
   // The lease row, to take it back to as a crash that loses commits does.
@@ -116,6 +120,7 @@ class FakeStore {
   };
   Row row() const { return Row{holder, holder_incarnation, epoch, version}; }
   void restore(const Row& r) {
+    life += "+";
     holder = r.holder;
     holder_incarnation = r.holder_incarnation;
     epoch = r.epoch;
@@ -151,7 +156,7 @@ struct FakeAgent {
   FakeAgent(std::string name, FakeStore& store, FakeClock& clock, std::string inc = "")
       : name(std::move(name)), incarnation(inc.empty() ? this->name + "-1" : inc), store(store),
         clock(clock), election(kTiming) {
-    election.on_connected(clock.now - kTiming.ttl);  // connected long enough to acquire
+    election.on_connected(clock.now - kTiming.ttl, store.life);  // connected long enough to acquire
   }
 
   // A heartbeat that answers instantly.
@@ -540,43 +545,67 @@ TEST_CASE("the database's clock is compared with ours: a warning, never a decisi
 // Found by the fault suite (pg-restart-immediate, with synchronous_commit off): the
 // database lost a renewal it had acknowledged, and a standby's watched version came
 // back with another meaning; a standby took the lease while the master still acted on
-// the lost renewal. No term starts until the store's connection is ttl old.
-TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[election]") {
+// the lost renewal. No term starts until this agent has seen the server's life for ttl;
+// a reconnection to the same life (nothing lost) keeps the age and the watched version.
+TEST_CASE("a new server life: no term for ttl, renewals go on; the same life again keeps its age", "[election]") {
   const TimePoint t0 = TimePoint(std::chrono::hours(1));
-  SECTION("a fresh connection may not acquire, an old one may") {
+  SECTION("a fresh life may not acquire, an old one may; a new life waits again, the same does not") {
     Election e(kTiming);
-    e.on_connected(t0);
+    CHECK(e.on_connected(t0, "L1"));
     CHECK_FALSE(e.request(t0).may_acquire);
     CHECK_FALSE(e.request(t0 + kTiming.ttl - milliseconds(1)).may_acquire);
     CHECK(e.request(t0 + kTiming.ttl).may_acquire);
-    e.on_connected(t0 + kTiming.ttl * 3);  // a reconnection starts the wait again
+    CHECK_FALSE(e.on_connected(t0 + kTiming.ttl * 2, "L1"));  // the same life: the age is kept
+    CHECK(e.request(t0 + kTiming.ttl * 2).may_acquire);
+    CHECK(e.on_connected(t0 + kTiming.ttl * 3, "L2"));  // a new life starts the wait again
     CHECK_FALSE(e.request(t0 + kTiming.ttl * 3).may_acquire);
+    CHECK(e.request(t0 + kTiming.ttl * 4).may_acquire);
+  }
+  SECTION("an unknown life (empty token) always waits") {
+    Election e(kTiming);
+    e.on_connected(t0, "");
+    CHECK(e.on_connected(t0 + kTiming.ttl, ""));
+    CHECK_FALSE(e.request(t0 + kTiming.ttl).may_acquire);
   }
   SECTION("without a connection, never") {
     Election e(kTiming);
     CHECK_FALSE(e.request(t0).may_acquire);
   }
-  SECTION("a master that reconnects renews at its epoch; after its deadline it waits") {
+  SECTION("a master that reconnects to a new life renews at its epoch; after its deadline it waits") {
     FakeClock clock;
     FakeStore store(clock);
     FakeAgent n1("n1", store, clock);
     REQUIRE(n1.beat().transition == Transition::promote);
-    n1.election.on_connected(clock.now);  // a reconnection
+    n1.election.on_connected(clock.now, "life-2");  // a reconnection to a new life
     clock.advance(kTiming.renew);
     CHECK(n1.beat().transition == Transition::none);  // renewed
     CHECK(n1.master());
     clock.advance(kTiming.ttl);  // the deadline passes: demoted
     CHECK(n1.election.tick(clock.now).transition == Transition::demote);
-    n1.election.on_connected(clock.now);
+    n1.election.on_connected(clock.now, "life-3");
     const std::int64_t epoch = store.epoch;
     CHECK(n1.beat().transition == Transition::none);  // ours, but no new term yet
     CHECK_FALSE(n1.master());
     CHECK(store.epoch == epoch);
     clock.advance(kTiming.ttl);
-    CHECK(n1.beat().transition == Transition::promote);  // now a new term
+    const Decision d = n1.beat();
+    CHECK(d.transition == Transition::promote);  // now a new term
     CHECK(store.epoch == epoch + 1);
+    // It says what happened, not "it was free".
+    CHECK(d.reason.find("a new term of its own lease") != std::string::npos);
+    CHECK(d.reason.find("free") == std::string::npos);
   }
-  SECTION("a standby that reconnected takes over a dead master's lease when its connection comes of age") {
+  SECTION("a master that reconnects to the same life takes a new term of its lease at once") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock);
+    REQUIRE(n1.beat().transition == Transition::promote);
+    clock.advance(kTiming.ttl);
+    CHECK(n1.election.tick(clock.now).transition == Transition::demote);
+    CHECK_FALSE(n1.election.on_connected(clock.now, store.life));
+    CHECK(n1.beat().transition == Transition::promote);
+  }
+  SECTION("a standby that reconnected to a new life takes over a dead master's lease when it comes of age") {
     FakeClock clock;
     FakeStore store(clock);
     FakeAgent n1("n1", store, clock), n2("n2", store, clock);
@@ -584,19 +613,35 @@ TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[el
     n2.beat();
     n1.alive = false;  // kill -9, right after its last renewal
     clock.advance(milliseconds(300));
-    n2.election.on_connected(clock.now);  // n2 reconnects 300 ms later
+    n2.election.on_connected(clock.now, "life-2");  // n2 reconnects 300 ms later, to a new life
     const TimePoint of_age = clock.now + kTiming.ttl;
     run_for({&n1, &n2}, clock, kTiming.ttl - milliseconds(20));
-    CHECK_FALSE(n2.master());  // the watched version is ttl old, the connection is not
+    CHECK_FALSE(n2.master());  // the watched version is ttl old, the life is not
     run_for({&n1, &n2}, clock, milliseconds(40));
     CHECK(clock.now > of_age);
-    CHECK(n2.master());  // woken when the connection came of age, not a renew later
+    CHECK(n2.master());  // woken when the life came of age, not a renew later
+  }
+  SECTION("a standby that reconnected to the same life takes over at first-seen + ttl, as if never cut") {
+    FakeClock clock;
+    FakeStore store(clock);
+    FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+    n1.beat();
+    n2.beat();  // n2 sees the renewal's version now
+    const TimePoint seen = clock.now;
+    n1.alive = false;
+    clock.advance(milliseconds(300));
+    CHECK_FALSE(n2.election.on_connected(clock.now, store.life));  // a net fault healed: same life
+    run_for({&n1, &n2}, clock, kTiming.ttl - milliseconds(300) - milliseconds(20));
+    CHECK_FALSE(n2.master());
+    run_for({&n1, &n2}, clock, milliseconds(40));
+    CHECK(n2.master());
+    CHECK(clock.now < seen + kTiming.ttl + milliseconds(40));  // not a second ttl after the reconnection
   }
   // Found by the fault suite (net-reset of the master with pg-restart-immediate, seed 11:
   // 23 violations in 4 min at ttl 500ms): after the row went back, the old master took a
   // new epoch at the very version number a standby had watched before the crash, and the
   // standby's compare-and-set then succeeded too: two masters.
-  SECTION("a version watched before a reconnection is forgotten: lost commits cannot make two masters") {
+  SECTION("a version watched in an earlier life is forgotten: lost commits cannot make two masters") {
     FakeClock clock;
     FakeStore store(clock);
     FakeAgent n1("n1", store, clock), n2("n2", store, clock);
@@ -607,29 +652,50 @@ TEST_CASE("no term starts until the connection is ttl old; renewals go on", "[el
     n1.beat();  // renewed: version 2, acknowledged...
     n2.beat();  // ...and watched by n2
     REQUIRE(store.version == before.version + 1);
-    // The crash loses the renewal; every connection is new; both registrations lapse.
+    // The crash loses the renewal: a new life; every connection is new; both registrations lapse.
     store.restore(before);
-    n1.election.on_connected(clock.now);
-    n2.election.on_connected(clock.now);
+    CHECK(n1.election.on_connected(clock.now, store.life));
+    CHECK(n2.election.on_connected(clock.now, store.life));
     clock.advance(kTiming.ttl + milliseconds(10));
     CHECK(n1.election.tick(clock.now).transition == Transition::demote);
-    n2.beat();  // registers first; sees the row at version 1
+    n2.beat();  // sees the row at version 1
     REQUIRE(n1.beat().transition == Transition::promote);  // ours: a new epoch, at version 2 again
     REQUIRE(store.version == before.version + 1);
     CHECK(n2.beat().transition == Transition::none);  // version 2 is not the one it watched
     CHECK(n1.master());
     CHECK_FALSE(n2.master());
   }
-  SECTION("a free lease waits for a young connection") {
+  SECTION("a free lease waits for a young life") {
     FakeClock clock;
     FakeStore store(clock);
     FakeAgent n1("n1", store, clock);
-    n1.election.on_connected(clock.now);
+    n1.election.on_connected(clock.now, "life-2");
     CHECK(n1.beat().transition == Transition::none);
     CHECK(store.holder.empty());
     run_for({&n1}, clock, kTiming.ttl + kTiming.renew);
     CHECK(n1.master());
   }
+}
+
+TEST_CASE("a node keeps its place in the line while its process lives, even after its registration lapsed",
+          "[election]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  n1.beat();
+  n2.beat();
+  n3.beat();
+  REQUIRE(n1.master());
+  // n2 (second in line) is cut off from the database past ttl, then comes back.
+  n2.alive = false;
+  run_for({&n1, &n2, &n3}, clock, kTiming.ttl * 2);
+  n2.alive = true;
+  run_for({&n1, &n2, &n3}, clock, kTiming.renew);
+  // The master dies: n2, still second in line, takes over; n3 does not.
+  n1.alive = false;
+  run_for({&n1, &n2, &n3}, clock, kTiming.ttl * 2);
+  CHECK(n2.master());
+  CHECK_FALSE(n3.master());
 }
 
 // ---------------------------------------------------------------------------
@@ -748,7 +814,7 @@ TEST_CASE("every demotion names the epoch that was held and why", "[election]") 
   SECTION("the lease was lost to another node at a new epoch") {
     Election e(kTiming);
     const TimePoint t = TimePoint(std::chrono::hours(1));
-    e.on_connected(t - kTiming.ttl);
+    e.on_connected(t - kTiming.ttl, "L1");
     HeartbeatAnswer mine;
     mine.holder_is_me = mine.acquired = true;
     mine.holder = "n1";

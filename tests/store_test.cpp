@@ -2,9 +2,11 @@
 #include "lease_store.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -670,6 +672,303 @@ TEST_CASE("schema apply upgrades a version-2 database in place while version-2 a
   n3.disconnect();
   o1.conn.disconnect();
   o2.conn.disconnect();
+  auto c = connect_db();
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP DATABASE IF EXISTS " + db);
+}
+
+// ---------------------------------------------------------------------------
+// Schema 4: strict fencing, server lives, the line kept across outages.
+
+namespace {
+
+// The pid of the backend of the session whose application_name is `app`, once it waits
+// for a lock (bounded: 10 s); 0 if it never did.
+int await_lock_wait(const std::string& app) {
+  for (int i = 0; i < 1000; ++i) {
+    const std::string pid = query_value(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '" + app + "' AND wait_event_type = 'Lock'");
+    if (!pid.empty()) return std::stoi(pid);
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return 0;
+}
+
+void exec_each(pqxx::connection& c, const std::string& sql) {
+  pqxx::nontransaction tx(c);
+  tx.exec(sql);
+}
+
+}  // namespace
+
+TEST_CASE("strict fencing: a write that passed assert_master commits before the next term begins, or fails",
+          "[store][fence]") {
+  const std::string c = unique_cluster("strict");
+  auto n1 = make_store(c, "strict-n1");
+  auto n2 = make_store(c, "strict-n2");
+  const HeartbeatAnswer a = n1->heartbeat(standby());
+  REQUIRE(a.holder_is_me);
+  const HeartbeatAnswer s = n2->heartbeat(standby());
+  auto app = connect_db();
+  exec_each(*app, "CREATE TABLE IF NOT EXISTS public.fence_test (cluster text, epoch bigint, note text)");
+  const std::string assert_n1 =
+      "SELECT lease_agent.assert_master('" + c + "', 'strict-n1', " + std::to_string(a.epoch) + ")";
+  auto rows = [&](const std::string& note) {
+    return query_value("SELECT count(*) FROM public.fence_test WHERE cluster = '" + c + "' AND note = '" + note + "'");
+  };
+
+  SECTION("a renewal does not wait behind a transaction that holds the fence") {
+    pqxx::work tx(*app);
+    tx.exec(assert_n1);
+    const HeartbeatAnswer r = n1->heartbeat(as_master(a.epoch));  // would time out (55P03) if it waited
+    CHECK(r.holder_is_me);
+    CHECK(r.epoch == a.epoch);
+    tx.exec("INSERT INTO public.fence_test VALUES ('" + c + "', " + std::to_string(a.epoch) + ", 'renewal')");
+    tx.commit();
+    CHECK(rows("renewal") == "1");
+  }
+  SECTION("the takeover waits for a transaction that passed the fence, and it commits first") {
+    pqxx::work tx(*app);
+    tx.exec(assert_n1);
+    expire_node(c, "strict-n1");
+    auto takeover = std::async(std::launch::async, [&] { return n2->heartbeat(watching(s.version)); });
+    REQUIRE(await_lock_wait("lease-agent strict-n2") != 0);  // the acquisition waits for the fence
+    tx.exec("INSERT INTO public.fence_test VALUES ('" + c + "', " + std::to_string(a.epoch) + ", 'waited')");
+    tx.commit();
+    const HeartbeatAnswer t = takeover.get();
+    CHECK(t.holder_is_me);
+    CHECK(t.epoch == a.epoch + 1);
+    CHECK(t.fence_ended == 0);
+    CHECK(rows("waited") == "1");
+  }
+  SECTION("a transaction that holds the fence past a tenth of ttl is ended, and its write fails") {
+    pqxx::work tx(*app);
+    tx.exec(assert_n1);
+    tx.exec("INSERT INTO public.fence_test VALUES ('" + c + "', " + std::to_string(a.epoch) + ", 'ended')");
+    expire_node(c, "strict-n1");
+    const HeartbeatAnswer t = n2->heartbeat(watching(s.version));
+    CHECK(t.holder_is_me);
+    CHECK(t.epoch == a.epoch + 1);
+    CHECK(t.fence_ended == 1);
+    CHECK(t.fence_wait_ms >= 200);  // it waited its bound first (ttl 2s / 10)
+    CHECK_THROWS(tx.commit());
+    CHECK(rows("ended") == "0");
+  }
+  SECTION("after the next term began, assert_master of the old term fails, in every isolation level") {
+    expire_node(c, "strict-n1");
+    REQUIRE(n2->heartbeat(watching(s.version)).holder_is_me);
+    {
+      pqxx::work tx(*app);
+      try {
+        tx.exec(assert_n1);
+        FAIL("assert_master accepted the ended term");
+      } catch (const pqxx::sql_error& e) {
+        CHECK(e.sqlstate() == "LA001");
+      }
+    }
+  }
+  SECTION("repeatable read: a snapshot taken before the takeover cannot pass the fence after it") {
+    pqxx::transaction<pqxx::isolation_level::repeatable_read> tx(*app);
+    tx.exec("SELECT epoch FROM lease_agent.lease WHERE cluster = '" + c + "'");  // the snapshot
+    expire_node(c, "strict-n1");
+    REQUIRE(n2->heartbeat(watching(s.version)).holder_is_me);
+    try {
+      tx.exec(assert_n1);
+      FAIL("assert_master passed on a snapshot of the ended term");
+    } catch (const pqxx::serialization_failure&) {
+      SUCCEED("the transaction fails: could not serialize access (40001)");
+    }
+  }
+}
+
+TEST_CASE("the server's life: the same across reconnections and a clean restart, new after crash recovery",
+          "[store][life]") {
+  const char* pgdir = std::getenv("LEASE_AGENT_TEST_PGDIR");
+  REQUIRE(pgdir != nullptr);  // scripts/pg.sh's directory: this test restarts the server
+  const std::string pg = std::string(LEASE_AGENT_SOURCE_DIR) + "/scripts/pg.sh";
+  const std::string c = unique_cluster("life");
+  auto s = make_store(c, "n1");
+  // Connects again, bounded, while the server recovers.
+  auto reconnect = [&] {
+    for (int i = 0; i < 300; ++i) {
+      try {
+        s->connect(false);
+        return s->server_life();
+      } catch (const StoreError&) {
+        std::this_thread::sleep_for(milliseconds(100));
+      }
+    }
+    FAIL("the database did not come back within 30 s");
+    return std::string();
+  };
+  const std::string l1 = s->server_life();
+  REQUIRE_FALSE(l1.empty());
+  CHECK(reconnect() == l1);  // a reconnection
+  REQUIRE(std::system((pg + " restart " + pgdir + " fast >/dev/null 2>&1").c_str()) == 0);
+  CHECK(reconnect() == l1);  // a clean restart loses nothing
+  // A crash of one backend: the postmaster ends every session and runs crash recovery.
+  {
+    auto victim = connect_db();
+    pqxx::nontransaction tx(*victim);
+    const int backend = tx.exec("SELECT pg_backend_pid()")[0][0].as<int>();
+    REQUIRE(::kill(backend, SIGKILL) == 0);
+  }
+  const std::string l2 = reconnect();
+  CHECK(l2 != l1);
+  REQUIRE(std::system((pg + " restart " + pgdir + " immediate >/dev/null 2>&1").c_str()) == 0);
+  const std::string l3 = reconnect();
+  CHECK(l3 != l2);
+  CHECK(l3 != l1);
+}
+
+TEST_CASE("the line of succession: a node keeps its place while its incarnation lives, across an outage",
+          "[store]") {
+  const std::string c = unique_cluster("line");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2");
+  auto n3 = make_store(c, "n3");
+  const HeartbeatAnswer a = n1->heartbeat(standby());
+  REQUIRE(a.holder_is_me);
+  n2->heartbeat(standby());
+  const HeartbeatAnswer s3 = n3->heartbeat(standby());
+  const std::string line = "SELECT string_agg(node, ',' ORDER BY registered_at, node) FROM lease_agent.node "
+                           "WHERE cluster = '" + c + "'";
+  // An outage of the database longer than ttl: every registration and the lease lapsed.
+  auto outage = [&] {
+    auto db = connect_db();
+    exec_each(*db, "UPDATE lease_agent.node SET heartbeat_at = clock_timestamp() - interval '5 s', "
+                   "expires_at = clock_timestamp() - interval '3 s' WHERE cluster = '" + c + "'");
+    exec_each(*db, "UPDATE lease_agent.lease SET expires_at = clock_timestamp() - interval '3 s' "
+                   "WHERE cluster = '" + c + "'");
+  };
+  SECTION("the first to come back is not the first in line: it waits for those before it") {
+    outage();
+    const HeartbeatAnswer t3 = n3->heartbeat(watching(s3.version));
+    CHECK_FALSE(t3.holder_is_me);
+    CHECK(t3.first_in_line == "n1");
+    const HeartbeatAnswer t2 = n2->heartbeat(watching(s3.version));
+    CHECK_FALSE(t2.holder_is_me);
+    CHECK(t2.first_in_line == "n1");
+    const HeartbeatAnswer t1 = n1->heartbeat(standby());  // its own lease: a new term
+    CHECK(t1.holder_is_me);
+    CHECK(t1.epoch == a.epoch + 1);
+    CHECK(query_value(line) == "n1,n2,n3");
+  }
+  SECTION("a node that does not come back within ttl of the resumption is passed over") {
+    outage();
+    CHECK_FALSE(n3->heartbeat(watching(s3.version)).holder_is_me);
+    CHECK_FALSE(n2->heartbeat(watching(s3.version)).holder_is_me);
+    auto db = connect_db();
+    exec_each(*db, "UPDATE lease_agent.lease SET resumed_at = resumed_at - interval '3 s' WHERE cluster = '" + c + "'");
+    const HeartbeatAnswer t2 = n2->heartbeat(watching(s3.version));
+    CHECK(t2.holder_is_me);
+    CHECK(t2.acquired_how == "expired");
+  }
+  SECTION("a node that left gives up its place") {
+    n1->leave();
+    const HeartbeatAnswer t2 = n2->heartbeat(standby());  // free: the first live in line
+    CHECK(t2.holder_is_me);
+    CHECK_FALSE(query_value("SELECT left_at FROM lease_agent.node WHERE cluster = '" + c + "' AND node = 'n1'").empty());
+  }
+  SECTION("a lapsed registration of the same incarnation keeps its place; a new incarnation joins the back") {
+    expire_node(c, "n2");
+    n2->heartbeat(standby());
+    CHECK(query_value(line) == "n1,n2,n3");
+    expire_node(c, "n2");
+    auto n2b = make_store(c, "n2", "n2-second-life");
+    n2b->heartbeat(standby());
+    CHECK(query_value(line) == "n1,n3,n2");
+  }
+}
+
+TEST_CASE("schema apply upgrades a version-3 database in place while version-3 agents run", "[store][upgrade]") {
+  const std::string db = "la_upgrade3_" + std::to_string(::getpid());
+  {
+    auto c = connect_db();
+    pqxx::nontransaction tx(*c);
+    tx.exec("DROP DATABASE IF EXISTS " + db);
+    tx.exec("CREATE DATABASE " + db);
+  }
+  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
+  kv["dbname"] = db;
+  std::string dsn;
+  for (const auto& [k, v] : kv) dsn += k + "='" + v + "' ";
+  {
+    pqxx::connection c(dsn);
+    pqxx::nontransaction tx(c);
+    tx.exec(read_fixture("schema_v3.sql"));
+  }
+  // Two agents of version 3: their statements, prepared as they prepare them.
+  struct OldAgent {
+    OldAgent(const std::string& dsn, std::string node) : conn(dsn), node(std::move(node)) {
+      conn.prepare("heartbeat", "SELECT * FROM lease_agent.heartbeat_v3($1, $2, $3, $4, $5, "
+                                "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
+      conn.prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+    }
+    pqxx::row beat(std::int64_t epoch) {
+      pqxx::nontransaction tx(conn);
+      return tx.exec_prepared("heartbeat", "c", node, node + "-v3", "", 2000, epoch, -1, true)[0];
+    }
+    void leave() {
+      pqxx::nontransaction tx(conn);
+      tx.exec_prepared("leave", "c", node, node + "-v3");
+    }
+    pqxx::connection conn;
+    std::string node;
+  };
+  OldAgent o1(dsn, "o1"), o2(dsn, "o2");
+  REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
+  REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
+  REQUIRE(epoch == 1);
+
+  StoreOptions o;
+  o.dsn = dsn;
+  o.cluster = "c";
+  o.node = "n3";
+  o.incarnation = "n3-v4";
+  o.ttl = milliseconds(2000);
+  o.renew = milliseconds(500);
+  {
+    LeaseStore admin(o);
+    admin.connect(false, false);
+    admin.apply_schema();
+    admin.apply_schema();  // and again: nothing changes
+  }
+  pqxx::connection app(dsn);
+  {
+    pqxx::nontransaction tx(app);
+    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
+    // The term held across the upgrade is fenced strictly too.
+    CHECK_NOTHROW(tx.exec("SELECT lease_agent.assert_master('c', 'o1', 1)"));
+  }
+  // The version-3 agents go on over the statements they prepared before.
+  const pqxx::row r1 = o1.beat(epoch);
+  CHECK(r1["o_role"].as<std::string>() == "master");
+  CHECK(r1["o_epoch"].as<std::int64_t>() == epoch);
+  CHECK(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  // A version-4 agent joins; succession across versions, with the fence at each term.
+  LeaseStore n3(o);
+  n3.connect(true);
+  CHECK_FALSE(n3.server_life().empty());
+  CHECK_FALSE(n3.heartbeat(standby()).holder_is_me);
+  o1.leave();
+  const pqxx::row r2 = o2.beat(-1);
+  CHECK(r2["o_role"].as<std::string>() == "master");
+  CHECK(r2["o_epoch"].as<std::int64_t>() == epoch + 1);
+  {
+    pqxx::nontransaction tx(app);
+    CHECK_THROWS(tx.exec("SELECT lease_agent.assert_master('c', 'o1', 1)"));
+    CHECK_NOTHROW(tx.exec("SELECT lease_agent.assert_master('c', 'o2', 2)"));
+  }
+  o2.leave();
+  const HeartbeatAnswer a3 = n3.heartbeat(standby());
+  CHECK(a3.holder_is_me);
+  CHECK(a3.epoch == epoch + 2);
+  n3.disconnect();
+  o1.conn.disconnect();
+  o2.conn.disconnect();
+  app.disconnect();
   auto c = connect_db();
   pqxx::nontransaction tx(*c);
   tx.exec("DROP DATABASE IF EXISTS " + db);

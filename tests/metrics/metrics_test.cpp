@@ -138,6 +138,10 @@ const std::vector<std::pair<std::string, std::string>> kFamilies = {
     {"lease_agent_heartbeat_round_trip_seconds", "histogram"},
     {"lease_agent_errors_total", "counter"},
     {"lease_agent_clock_drift_warnings_total", "counter"},
+    {"lease_agent_fence_waits_total", "counter"},
+    {"lease_agent_fence_wait_seconds_total", "counter"},
+    {"lease_agent_fence_ended_transactions_total", "counter"},
+    {"lease_agent_server_lives_total", "counter"},
     {"lease_agent_build_info", "gauge"},
 };
 
@@ -371,3 +375,15 @@ TEST_CASE("promtool check metrics accepts the exposition without a warning", "[m
   CHECK(out.empty());
 }
 #endif
+
+TEST_CASE("fence waits and new server lives are counted", "[metrics]") {
+  AgentMetrics m("c1", "n1");
+  m.fence_wait(250, 1);
+  m.fence_wait(20, 0);
+  m.new_server_life();
+  const Exposition e = parse(m.render(view("master")));
+  CHECK(value(e, "lease_agent_fence_waits_total") == "2");
+  CHECK(value(e, "lease_agent_fence_wait_seconds_total") == "0.27");
+  CHECK(value(e, "lease_agent_fence_ended_transactions_total") == "1");
+  CHECK(value(e, "lease_agent_server_lives_total") == "1");
+}

@@ -89,14 +89,18 @@ fi
 missing=
 for name in lease_agent_role lease_agent_epoch lease_agent_lease_left_seconds lease_agent_database_up \
             lease_agent_transitions_total lease_agent_heartbeat_round_trip_seconds lease_agent_errors_total \
-            lease_agent_clock_drift_warnings_total lease_agent_build_info; do
+            lease_agent_clock_drift_warnings_total lease_agent_fence_waits_total \
+            lease_agent_fence_wait_seconds_total lease_agent_fence_ended_transactions_total \
+            lease_agent_server_lives_total lease_agent_build_info; do
   grep -q "^# HELP $name " "$work/metrics" || missing+=" HELP:$name"
   grep -q "^# TYPE $name " "$work/metrics" || missing+=" TYPE:$name"
 done
 for name in lease_agent_role lease_agent_epoch lease_agent_lease_left_seconds lease_agent_database_up \
             lease_agent_transitions_total lease_agent_heartbeat_round_trip_seconds_bucket \
             lease_agent_heartbeat_round_trip_seconds_sum lease_agent_heartbeat_round_trip_seconds_count \
-            lease_agent_errors_total lease_agent_clock_drift_warnings_total lease_agent_build_info; do
+            lease_agent_errors_total lease_agent_clock_drift_warnings_total lease_agent_fence_waits_total \
+            lease_agent_fence_wait_seconds_total lease_agent_fence_ended_transactions_total \
+            lease_agent_server_lives_total lease_agent_build_info; do
   grep -Eq "^$name[{ ]" "$work/metrics" || missing+=" $name"
 done
 for role in master standby registering disconnected stopping; do

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,16 +22,84 @@ namespace {
 
 constexpr const char* kChannel = "lease_agent";
 
-// Messages of connection failures that waiting will not cure.
-bool connect_failure_is_fatal(const std::string& msg) {
+// Why a connection was refused. The server writes its messages in its own lc_messages
+// (a refused password reads "Passwort-Authentifizierung ... fehlgeschlagen" under
+// German), so only its SQLSTATE tells what it meant. libpqxx 6.4 gives nothing but that
+// text for a failed connect, so a failed connect is tried once more with libpq alone,
+// in verbose mode, where libpq puts the SQLSTATE before the server's message
+// ("FATAL:  28P01: ..."). The second try is bounded by `limit`; one that connects, or
+// learns nothing in time, leaves the failure one to wait out.
+struct ConnectRefusal {
+  std::vector<std::string> sqlstates;  // of the server's errors (one per host tried)
+  bool needs_password = false;         // the server asked for a password the dsn lacks
+  bool connected = false;              // the second try got through
+};
+
+ConnectRefusal diagnose_connect_failure(const std::string& conninfo, milliseconds limit) {
+  ConnectRefusal r;
+  PGconn* c = PQconnectStart(conninfo.c_str());
+  if (c == nullptr) return r;
+  PQsetErrorVerbosity(c, PQERRORS_VERBOSE);  // before the server's answer is read
+  const TimePoint until = Clock::now() + limit;
+  // As if PQconnectPoll had said "writing", as libpq's documentation has it.
+  PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+  while (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
+    const auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now()).count();
+    if (left <= 0 || PQsocket(c) < 0) break;
+    pollfd p{PQsocket(c), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(left));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready > 0) st = PQconnectPoll(c);
+  }
+  r.connected = st == PGRES_POLLING_OK;
+  if (st == PGRES_POLLING_FAILED) {
+    // "<severity>:  <SQLSTATE>: <message>" for each error the server sent.
+    const std::string msg = PQerrorMessage(c);
+    for (std::size_t i = msg.find(":  "); i != std::string::npos; i = msg.find(":  ", i + 1)) {
+      const std::string code = msg.substr(i + 3, 5);
+      const bool is_code = code.size() == 5 && std::all_of(code.begin(), code.end(), [](char ch) {
+                             return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z');
+                           });
+      if (is_code && msg.compare(i + 8, 2, ": ") == 0) r.sqlstates.push_back(code);
+    }
+    r.needs_password = PQconnectionNeedsPassword(c) == 1;
+  }
+  PQfinish(c);
+  return r;
+}
+
+// What a SQLSTATE of a refused connection means when waiting will not cure it; empty
+// when it may (53300 too many connections, 57P03 starting up or shutting down, ...).
+std::string fatal_sqlstate_meaning(const std::string& state) {
+  if (state.compare(0, 2, "28") == 0) return "the server refused the authentication";  // password, pg_hba, role
+  if (state == "3D000") return "the database does not exist";
+  if (state == "42501") return "permission denied (CONNECT on the database)";
+  return "";
+}
+
+// Connection failures that waiting will not cure: by the server's SQLSTATE when it
+// sent one; else by libpq's own message (a client-side failure such as a missing
+// password, in this process's locale: the agent never calls setlocale, so English).
+// Returns what to add to the error line ("" when there is nothing to add), or nullopt
+// when the failure is one to wait out.
+std::optional<std::string> connect_failure_is_fatal(const ConnectRefusal& r, const std::string& msg) {
+  if (r.connected) return std::nullopt;
+  if (!r.sqlstates.empty()) {
+    for (const std::string& state : r.sqlstates) {
+      const std::string meaning = fatal_sqlstate_meaning(state);
+      if (!meaning.empty()) return " (" + meaning + ", SQLSTATE " + state + ")";
+    }
+    return std::nullopt;
+  }
+  if (r.needs_password) return std::string();
   static const char* fatal[] = {
       "password authentication failed", "authentication failed", "no pg_hba.conf entry",
       "no password supplied", "password is required", "does not exist",
       "permission denied", "invalid connection option", "SSL is not supported",
   };
   for (const char* f : fatal)
-    if (msg.find(f) != std::string::npos) return true;
-  return false;
+    if (msg.find(f) != std::string::npos) return std::string();
+  return std::nullopt;
 }
 
 std::string one_line(std::string s) {
@@ -227,6 +296,14 @@ void LeaseStore::fail(const std::exception& e, const char* doing) {
       throw StoreError(std::string(doing) + ": " + what + " (grant the agent's role access to schema lease_agent)",
                        true);
     }
+    // A hot standby: retried (it may be promoted), with what to do about it.
+    if (state == "25006") {
+      disconnect();
+      throw StoreError(std::string(doing) + ": " + what +
+                           " (the server is a read-only standby: list the primary in dsn, or every "
+                           "server with target_session_attrs=read-write)",
+                       false);
+    }
     // A statement or lock timeout leaves the connection usable.
     if (state == "57014" || state == "55P03")
       throw StoreError(std::string(doing) + ": " + what, false);
@@ -249,7 +326,9 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   } catch (const std::exception& e) {
     conn_.reset();
     const std::string what = one_line(e.what());
-    throw StoreError("cannot connect to the database: " + what, connect_failure_is_fatal(what));
+    const std::optional<std::string> fatal =
+        connect_failure_is_fatal(diagnose_connect_failure(info, statement_timeout()), what);
+    throw StoreError("cannot connect to the database: " + what + fatal.value_or(""), fatal.has_value());
   }
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"

@@ -449,9 +449,8 @@ class Cluster {
     long long epoch = 0;
   };
   MasterRow master_row() {
-    pqxx::nontransaction tx(*db_);
     const pqxx::result r =
-        tx.exec("SELECT node, address, epoch FROM lease_agent.master WHERE cluster = " + tx.quote(name_));
+        exec("SELECT node, address, epoch FROM lease_agent.master WHERE cluster = " + sql_quote(name_));
     MasterRow m;
     if (!r.empty()) {
       m.node = r[0][0].is_null() ? "" : r[0][0].as<std::string>();
@@ -461,10 +460,29 @@ class Cluster {
     return m;
   }
   std::string query(const std::string& sql) {
-    pqxx::nontransaction tx(*db_);
-    const pqxx::result r = tx.exec(sql);
+    const pqxx::result r = exec(sql);
     if (r.empty() || r[0][0].is_null()) return "";
     return r[0][0].as<std::string>();
+  }
+  // One statement on the test's own connection; after a lost connection (a test that
+  // crashes or restarts the server) it connects again, for up to 30 s, and retries.
+  pqxx::result exec(const std::string& sql) {
+    for (int attempt = 0;; ++attempt) {
+      try {
+        if (!db_ || !db_->is_open()) db_ = connect_db();
+        pqxx::nontransaction tx(*db_);
+        return tx.exec(sql);
+      } catch (const pqxx::broken_connection& e) {
+        db_.reset();
+        if (attempt >= 300) FAIL("the test database is gone: " << e.what());
+        std::this_thread::sleep_for(Ms(100));
+      } catch (const pqxx::sql_error& e) {
+        // 57P03: the database is starting up (crash recovery).
+        if (e.sqlstate() != "57P03" || attempt >= 300) throw;
+        db_.reset();
+        std::this_thread::sleep_for(Ms(100));
+      }
+    }
   }
   pqxx::connection& db() { return *db_; }
 

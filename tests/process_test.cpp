@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "process_support.h"
 
@@ -1033,4 +1034,149 @@ TEST_CASE("status: heartbeat age, stale and gone nodes flagged, lease time left,
   const CommandResult bad = run_command(c.dir(), {"status", "--watch", "often", "--dsn", test_dsn()});
   CHECK(bad.exit == 2);
   require_one_line_naming(bad, "--watch");
+}
+
+// ---------------------------------------------------------------------------
+// Server lives and the line of succession across an outage (schema 4).
+
+namespace {
+
+bool may_acquire_of(Agent& a, bool* answered = nullptr) {
+  std::string body;
+  const bool ok = a.get("/status", &body) == 200;
+  if (answered) *answered = ok;
+  return ok && nlohmann::json::parse(body).value("may_acquire", false);
+}
+
+// The pids of the sessions of the cluster's agents (application_name 'lease-agent <node>').
+std::set<std::string> agent_sessions(Cluster& c, const std::vector<Agent*>& agents) {
+  std::string names;
+  for (Agent* a : agents) names += (names.empty() ? "" : ",") + sql_quote("lease-agent " + a->node());
+  const std::string pids =
+      c.query("SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name IN (" + names + ")");
+  std::set<std::string> out;
+  std::istringstream in(pids);
+  for (std::string p; std::getline(in, p, ',');)
+    if (!p.empty()) out.insert(p);
+  return out;
+}
+
+// PostgreSQL's postmaster and its children, stopped (SIGSTOP) for as long as this
+// lives: a frozen database host. Resumed in the destructor whatever happens.
+class FrozenDatabase {
+ public:
+  FrozenDatabase() {
+    const char* dir = std::getenv("LEASE_AGENT_TEST_PGDIR");
+    REQUIRE(dir != nullptr);  // scripts/pg.sh's directory
+    std::ifstream in(std::string(dir) + "/data/postmaster.pid");
+    pid_t pm = 0;
+    REQUIRE((in >> pm));
+    pids_.push_back(pm);
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream stat(entry.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(line.substr(close + 2));
+      char state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid == pm) pids_.push_back(std::stoi(name));
+    }
+    for (pid_t p : pids_) ::kill(p, SIGSTOP);
+  }
+  ~FrozenDatabase() {
+    for (pid_t p : pids_) ::kill(p, SIGCONT);
+  }
+  FrozenDatabase(const FrozenDatabase&) = delete;
+  FrozenDatabase& operator=(const FrozenDatabase&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+}  // namespace
+
+TEST_CASE("a reconnection to the same server life waits for nothing; a crash recovery makes every agent wait ttl",
+          "[process][life]") {
+  Cluster c("proc-life");
+  Three t(c);
+  const std::vector<Agent*> all{&t.n1, &t.n2, &t.n3};
+  const std::set<std::string> before = agent_sessions(c, all);
+  REQUIRE(before.size() == 3);
+
+  // Every agent's session terminated: the same life. No agent's /status ever says it may
+  // not start a term, until all three have reconnected and made round trips again.
+  c.query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid IN (" + [&] {
+    std::string l;
+    for (const std::string& p : before) l += (l.empty() ? "" : ",") + p;
+    return l;
+  }() + ")");
+  c.wait_until("every agent to reconnect (new sessions), may_acquire true throughout", [&] {
+    for (Agent* a : all) {
+      bool answered = false;
+      if (!may_acquire_of(*a, &answered) && answered)
+        FAIL(a->node() << " waited ttl after a reconnection to the same life\n" << c.logs());
+    }
+    const std::set<std::string> now = agent_sessions(c, all);
+    if (now.size() != 3) return false;
+    for (const std::string& p : now)
+      if (before.count(p)) return false;
+    return true;
+  });
+  c.hold_for("may_acquire true after the reconnection", Ms(1000), [&] {
+    for (Agent* a : all)
+      if (!may_acquire_of(*a)) return false;
+    return true;
+  });
+  CHECK(t.n1.get("/master") == 200);
+
+  // A crash of one backend: crash recovery under the same postmaster, a new life. Every
+  // agent goes through may_acquire false, then the master takes a new term.
+  {
+    auto victim = connect_db();
+    pqxx::nontransaction tx(*victim);
+    const int backend = tx.exec("SELECT pg_backend_pid()")[0][0].as<int>();
+    REQUIRE(::kill(backend, SIGKILL) == 0);
+  }
+  std::set<std::string> waited;
+  c.wait_until("every agent to wait ttl in the new life (may_acquire false)", [&] {
+    for (Agent* a : all) {
+      bool answered = false;
+      if (!may_acquire_of(*a, &answered) && answered) waited.insert(a->node());
+    }
+    return waited.size() == 3;
+  });
+  wait_master(c, t.n1, all, {&t.n2, &t.n3});
+  for (Agent* a : all) CHECK(contains(a->log(), "new server life"));
+}
+
+TEST_CASE("after a database outage longer than ttl the line of succession is kept, not the order of reconnection",
+          "[process][life]") {
+  Cluster c("proc-outage");
+  AgentOptions o;
+  o.ttl = "1s";
+  o.renew = "250ms";
+  Three t(c, {o, o, o});
+  const std::vector<Agent*> all{&t.n1, &t.n2, &t.n3};
+  // n3 master (a switchover), the line still n1, n2, n3.
+  const CommandResult r = run_command(c.dir(), {"switchover", "--dsn", test_dsn(), "--cluster", c.name(), "--to", "n3"});
+  INFO("switchover: " << r.out << r.err);
+  REQUIRE(r.exit == 0);
+  wait_master(c, t.n3, all, {&t.n2});
+  for (Agent* a : all) wait_may_acquire(c, *a);
+  {
+    // The database freezes for 3 ttl; meanwhile the master dies.
+    FrozenDatabase frozen;
+    t.n3.signal(SIGKILL);
+    t.n3.wait_exit();
+    std::this_thread::sleep_for(Ms(3000));  // the outage's length, not a synchronisation
+  }
+  // Back: n1 and n2 come back in whatever order; n1, first in line, is the master.
+  wait_master(c, t.n1, {&t.n1, &t.n2}, {&t.n2});
+  CHECK(c.query("SELECT string_agg(node, ',' ORDER BY registered_at, node) FROM lease_agent.node WHERE cluster = " +
+                sql_quote(c.name())) == "n1,n2,n3");
 }

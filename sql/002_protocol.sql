@@ -65,7 +65,12 @@ DECLARE
     v_key2     oid := ((p_epoch % 2147483647)::bigint & 4294967295)::oid;
 BEGIN
     ended := 0;
-    DELETE FROM lease_agent.term WHERE cluster = p_cluster AND epoch < p_epoch;
+    -- Terms before it ended at an earlier acquisition; a row still locked (an application
+    -- left a transaction open after its assert_master of such a term failed) is left for
+    -- the next time rather than waited for.
+    DELETE FROM lease_agent.term
+     WHERE ctid IN (SELECT ctid FROM lease_agent.term
+                     WHERE cluster = p_cluster AND epoch < p_epoch FOR UPDATE SKIP LOCKED);
     v_start := clock_timestamp();
     BEGIN
         PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1)::text, true);

@@ -110,3 +110,50 @@ inline std::optional<int> wait_pid(pid_t pid, std::chrono::milliseconds limit) {
 }
 
 }  // namespace lease_agent_proc
+
+namespace lease_agent_proc {
+
+// As spawn_process, but the child's stdout and stderr are the given descriptors (a pipe
+// that the parent reads, say), which the child gets as fds 1 and 2 and nothing else.
+inline pid_t spawn_process_fds(const std::vector<std::string>& args,
+                               const std::vector<std::pair<std::string, std::string>>& extra_env, int out_fd,
+                               int err_fd) {
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string entry = *e;
+    bool replaced = false;
+    for (const auto& kv : extra_env)
+      if (entry.compare(0, kv.first.size() + 1, kv.first + "=") == 0) replaced = true;
+    if (!replaced) env.push_back(entry);
+  }
+  for (const auto& kv : extra_env) env.push_back(kv.first + "=" + kv.second);
+  std::vector<char*> envp, argv;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args_copy = args;
+  for (auto& a : args_copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (in < 0) ::_exit(127);
+    if (::dup2(in, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(err_fd, 2) < 0) ::_exit(127);
+    ::close_range(3, ~0U, 0);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+}  // namespace lease_agent_proc

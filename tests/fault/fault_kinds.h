@@ -1,0 +1,67 @@
+// The faults of the suite: how each kind is injected and healed (README.md, "The faults").
+// The runner (fault_suite.cpp) chooses kinds and targets and records what happened.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "suite_support.h"
+
+namespace fault_suite {
+
+// PostgreSQL's processes while a pg-freeze holds, also where the signal thread can
+// resume them: a suite stopped by Ctrl-C or a test timeout must not leave the database
+// frozen behind it.
+constexpr std::size_t kMaxFrozen = 256;
+std::array<std::atomic<pid_t>, kMaxFrozen>& frozen_pids();
+
+// What the faults need of the runner.
+struct FaultEnv {
+  const Options& o;
+  std::vector<std::unique_ptr<Slot>>& slots;
+  std::string dir, cluster;
+  std::mt19937_64& rng;
+  std::function<void(Slot&)> start_agent;                                // a new generation
+  std::function<void(Slot&, const std::string&, int)> end_life;          // (slot, how, exit status)
+  std::function<void(i64, VKind, const std::string&)> observed;          // a violation seen while injecting
+  std::function<void(const std::string&)> changed_primary;               // after a failover: the new dsn is in effect
+};
+
+class Faults {
+ public:
+  explicit Faults(FaultEnv env) : e_(std::move(env)) {}
+  ~Faults() { thaw_all(); }
+  Faults(const Faults&) = delete;
+  Faults& operator=(const Faults&) = delete;
+
+  // Injects f (kind and target chosen) and draws how long it holds (f.hold_ms); sets
+  // f.start and f.detail.
+  void begin(Fault& f);
+  // Heals f; sets f.heal.
+  void end(Fault& f);
+  // Resumes every process a pg-freeze stopped.
+  void thaw_all();
+
+  // The data directory of the server that is primary now (the only one without a pair).
+  std::string primary_data_dir() const;
+
+ private:
+  i64 rand_ms(double lo_ttl, double hi_ttl);
+  pid_t postmaster_pid() const;
+  void freeze(pid_t pid);
+  void stall_log(Slot& s, Fault& f);
+  void unstall_log(Slot& s);
+  int pg_script(const std::vector<std::string>& args, const std::string& log, i64 limit_ms);
+
+  FaultEnv e_;
+  std::unique_ptr<Db> lock_db_;  // the transaction of a lock fault
+  std::vector<pid_t> frozen_;    // PostgreSQL's processes while a pg-freeze holds
+};
+
+}  // namespace fault_suite

@@ -1,7 +1,15 @@
 // The agent's shared state: decisions applied under the mutex, their effects after it.
 #include "agent_state.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <system_error>
 
 namespace lease_agent {
 namespace {
@@ -17,7 +25,21 @@ AgentState::AgentState(const Settings& s, HookRunner& hooks, SystemdNotifier& sy
       hooks_(hooks),
       systemd_(systemd),
       election_(Timing{s.ttl, s.renew}),
-      metrics_(s.cluster, s.node) {}
+      metrics_(s.cluster, s.node) {
+  timer_fd_ = ::timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (timer_fd_ < 0) throw std::system_error(errno, std::generic_category(), "deadline timer: timerfd_create");
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    const int err = errno;
+    ::close(timer_fd_);
+    throw std::system_error(err, std::generic_category(), "deadline timer: eventfd");
+  }
+}
+
+AgentState::~AgentState() {
+  ::close(timer_fd_);
+  ::close(wake_fd_);
+}
 
 Decision AgentState::change(const std::function<Decision(Election&, TimePoint)>& change) {
   Decision d;
@@ -56,6 +78,7 @@ void AgentState::apply(const Decision& d, TimePoint now) {
   switch (d.transition) {
     case Transition::promote:
       metrics_.transition("master", d.cause);
+      if (d.fence_wait_ms > 0 || d.fence_ended > 0) metrics_.fence_wait(d.fence_wait_ms, d.fence_ended);
       e.lines.push_back({LogLevel::info, d.reason,
                          {{"event", "promote"}, {"role", "master"}, {"epoch", d.epoch}, {"cause", d.cause}}});
       e.hooks.push_back({"on-promote", s.on_promote, "master", d.epoch});
@@ -78,7 +101,12 @@ void AgentState::apply(const Decision& d, TimePoint now) {
                          {{"event", "duplicate-node"}}});
       break;
     case Transition::none:
-      if (d.notable) e.lines.push_back({LogLevel::info, d.reason, {}});
+      if (d.cause == "server-life") {
+        metrics_.new_server_life();
+        e.lines.push_back({LogLevel::warning, d.reason, {{"event", "server-life"}}});
+      } else if (d.notable) {
+        e.lines.push_back({LogLevel::info, d.reason, {}});
+      }
       break;
   }
 
@@ -99,7 +127,7 @@ void AgentState::apply(const Decision& d, TimePoint now) {
   }
   if (!message.empty()) e.systemd = message;
 
-  timer_cv_.notify_all();
+  wake_timer();
   if (!e.lines.empty() || !e.hooks.empty() || e.systemd) pending_.push_back(std::move(e));
 }
 
@@ -113,7 +141,8 @@ void AgentState::perform() {
       e = std::move(pending_.front());
       pending_.pop_front();
     }
-    // Hooks first: starting one only queues it; a log line may have to wait for stderr.
+    // Nothing here waits: a hook and a log line are only queued (hooks.h, log.h), and
+    // the deadline timer may be next in line for this mutex.
     for (HookCall& h : e.hooks) hooks_.enqueue(std::move(h));
     if (e.systemd) systemd_.notify(*e.systemd);
     for (const Effects::Line& l : e.lines) log_event(l.level, l.message, l.fields);
@@ -161,17 +190,21 @@ void AgentState::deadline_loop() {
   const std::optional<milliseconds> ping_every = systemd_.watchdog_interval();
   TimePoint next_ping = Clock::now();
   for (;;) {
-    bool ping = false;
+    TimePoint until = TimePoint::max();
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (timer_done_) return;
-      TimePoint until = TimePoint::max();
+      // Consumes the wakes of every change up to now (this thread's own too): the
+      // deadline read below is as of now, and a later change wakes the wait again.
+      std::uint64_t wakes;
+      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &wakes, sizeof wakes);
       if (election_.holding()) until = election_.deadline();
       if (ping_every) until = std::min(until, next_ping);
-      if (until == TimePoint::max())
-        timer_cv_.wait(lock);
-      else
-        timer_cv_.wait_until(lock, until);
+    }
+    wait_timer(until);
+    bool ping = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
       if (timer_done_) return;
       const TimePoint now = Clock::now();
       apply(election_.tick(now), now);
@@ -188,7 +221,33 @@ void AgentState::deadline_loop() {
 void AgentState::stop_timer() {
   std::lock_guard<std::mutex> lock(mu_);
   timer_done_ = true;
-  timer_cv_.notify_all();
+  wake_timer();
+}
+
+void AgentState::wake_timer() {
+  const std::uint64_t one = 1;
+  // Never blocks (EFD_NONBLOCK); fails only when the counter is full, and then the
+  // timer is awake anyway.
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void AgentState::wait_timer(TimePoint until) {
+  // Absolute on CLOCK_BOOTTIME: the kernel fires it at `until` even when a suspend
+  // came in between, or at once on resuming when the suspend went past it.
+  itimerspec at{};
+  if (until != TimePoint::max()) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
+    at.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+    at.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+    if (at.it_value.tv_sec <= 0 && at.it_value.tv_nsec <= 0) at.it_value.tv_nsec = 1;  // zero would disarm
+  }
+  // Cannot fail with a valid descriptor and value; disarmed (zero) when there is no limit.
+  ::timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &at, nullptr);
+  pollfd fds[2] = {{timer_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+  }
+  std::uint64_t expirations;
+  [[maybe_unused]] ssize_t n = ::read(timer_fd_, &expirations, sizeof expirations);
 }
 
 std::string AgentState::role(TimePoint now) const {

@@ -10,7 +10,6 @@
 // deadline.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -43,7 +42,11 @@ struct Effects {
 
 class AgentState {
  public:
+  // Throws std::system_error when the deadline timer's descriptors cannot be made.
   AgentState(const Settings& s, HookRunner& hooks, SystemdNotifier& systemd);
+  ~AgentState();
+  AgentState(const AgentState&) = delete;
+  AgentState& operator=(const AgentState&) = delete;
 
   // Runs `change` on the election under the mutex, applies the decision it returns,
   // and carries out the effects after the mutex is released. Returns the decision.
@@ -72,8 +75,9 @@ class AgentState {
   bool request_stop();
   bool stopping();
 
-  // The deadline timer: demotes the instant the deadline passes; pings the systemd
-  // watchdog when it is enabled. Returns after stop_timer().
+  // The deadline timer: demotes the instant the deadline passes (on CLOCK_BOOTTIME, so
+  // also at once on resuming from a suspend); pings the systemd watchdog when it is
+  // enabled. Returns after stop_timer().
   void deadline_loop();
   void stop_timer();
 
@@ -88,6 +92,9 @@ class AgentState {
   void apply(const Decision& d, TimePoint now);
   std::string role(TimePoint now) const;  // REQUIRES: mu_ held
   void perform();  // carries out the pending effects, in order; REQUIRES: mu_ not held
+  void wake_timer();  // the deadline timer looks again; REQUIRES: mu_ held
+  // Blocks until Clock reaches `until` (max: no limit) or wake_timer() was called.
+  void wait_timer(TimePoint until);
 
   const Settings& settings_;
   HookRunner& hooks_;
@@ -100,7 +107,11 @@ class AgentState {
   std::string systemd_status_;  // the last STATUS= sent
   long long last_latency_ms_ = -1;
   AgentMetrics metrics_;
-  std::condition_variable timer_cv_;
+  // The deadline timer waits on both: a timerfd on CLOCK_BOOTTIME set to the next
+  // deadline (absolute), and an eventfd that wake_timer() writes when the election
+  // changed. (A condition variable would wait on CLOCK_MONOTONIC: clock.h.)
+  int timer_fd_ = -1;
+  int wake_fd_ = -1;
   bool timer_done_ = false;
   std::deque<Effects> pending_;  // decided, not yet carried out
 

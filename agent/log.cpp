@@ -1,18 +1,24 @@
-// Logging: one line per event on stderr, as text or JSON.
+// Logging: one line per event on stderr, as text or JSON, through a bounded queue and
+// one writer thread (log.h).
 #include "log.h"
 
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 namespace lease_agent {
 namespace {
 
-std::mutex log_mutex;
+std::mutex log_mutex;  // the format, the origin; taken before Writer::mu
 bool json_format = false;
 std::string origin_cluster;
 std::string origin_node;
@@ -47,16 +53,76 @@ std::string text_value(const std::string& v) {
   return nlohmann::json(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// Writes one line to stderr, waiting as long as stderr makes it wait (the writer
+// thread only). A stderr someone made non-blocking is waited for, not skipped.
 void write_line(const std::string& line) {
-  // One write per line, so that lines of concurrent threads never interleave.
   const char* p = line.data();
   size_t left = line.size();
   while (left > 0) {
     const ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd out{STDERR_FILENO, POLLOUT, 0};
+      ::poll(&out, 1, -1);
+      continue;
+    }
+    if (n <= 0) break;  // closed or broken: the line is lost, as it would be anyway
     p += n;
     left -= static_cast<size_t>(n);
   }
+}
+
+// The queue between the loggers and the writer thread. Allocated once and never freed:
+// the writer may still be blocked in write() while the process exits, and must not
+// find its mutex destroyed under it.
+struct Writer {
+  std::mutex mu;
+  std::condition_variable ready;    // a line was queued
+  std::condition_variable written;  // a line was written (log_flush)
+  std::deque<std::string> lines;
+  std::size_t bytes = 0;
+  std::uint64_t dropped = 0;        // since the last notice
+  std::uint64_t queued_total = 0;
+  std::uint64_t written_total = 0;
+  bool threaded = false;            // false: no thread could be started; write inline
+
+  bool fits(std::size_t n_lines, std::size_t n_bytes) const {
+    return lines.size() + n_lines <= kLogQueueLines && bytes + n_bytes <= kLogQueueBytes;
+  }
+  void push(std::string line) {  // REQUIRES: mu held
+    bytes += line.size();
+    lines.push_back(std::move(line));
+    ++queued_total;
+  }
+
+  void run() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      ready.wait(lock, [this] { return !lines.empty(); });
+      std::string line = std::move(lines.front());
+      lines.pop_front();
+      bytes -= line.size();
+      lock.unlock();
+      write_line(line);
+      lock.lock();
+      ++written_total;
+      written.notify_all();
+    }
+  }
+};
+
+Writer& writer() {
+  static Writer* const w = [] {
+    auto* created = new Writer;
+    try {
+      std::thread([created] { created->run(); }).detach();
+      created->threaded = true;
+    } catch (...) {
+      // No thread: lines are written by their callers, as before there was a queue.
+    }
+    return created;
+  }();
+  return *w;
 }
 
 nlohmann::ordered_json json_value(const LogValue& v) {
@@ -90,6 +156,42 @@ std::string format_locked(LogLevel level, const std::string& message, const LogF
   return line;
 }
 
+// The line that says how many were dropped. REQUIRES: log_mutex held.
+std::string dropped_notice_locked(std::uint64_t n) {
+  return format_locked(LogLevel::warning,
+                       std::to_string(n) + " log lines dropped: stderr did not take them in time",
+                       {{"event", "log-dropped"}, {"dropped", n}});
+}
+
+// Queues a formatted line, or counts it dropped; never blocks on stderr. A notice of
+// earlier drops goes first, where they were dropped. REQUIRES: log_mutex held.
+void enqueue_locked(std::string line) {
+  Writer& w = writer();
+  if (!w.threaded) {
+    write_line(line);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    if (w.dropped == 0 && w.fits(1, line.size())) {
+      w.push(std::move(line));
+    } else if (w.dropped > 0) {
+      // The notice only with the line after it: one notice per gap.
+      std::string notice = dropped_notice_locked(w.dropped);
+      if (w.fits(2, notice.size() + line.size())) {
+        w.push(std::move(notice));
+        w.push(std::move(line));
+        w.dropped = 0;
+      } else {
+        ++w.dropped;
+      }
+    } else {
+      ++w.dropped;
+    }
+  }
+  w.ready.notify_one();
+}
+
 }  // namespace
 
 std::string LogValue::plain() const {
@@ -120,9 +222,32 @@ void log_set_origin(const std::string& cluster, const std::string& node) {
 void log_event(LogLevel level, const std::string& message, const LogFields& fields) {
   try {
     std::lock_guard<std::mutex> lock(log_mutex);
-    write_line(format_locked(level, message, fields));
+    enqueue_locked(format_locked(level, message, fields));
   } catch (...) {
     // Logging never throws.
+  }
+}
+
+bool log_flush(std::chrono::milliseconds limit) {
+  try {
+    Writer& w = writer();
+    std::uint64_t target = 0;
+    {
+      std::lock_guard<std::mutex> lock(log_mutex);
+      std::lock_guard<std::mutex> queue_lock(w.mu);
+      // The count of what was dropped is written even over the bound: it is the last
+      // word on a queue that overflowed.
+      if (w.dropped > 0 && w.threaded) {
+        w.push(dropped_notice_locked(w.dropped));
+        w.dropped = 0;
+        w.ready.notify_one();
+      }
+      target = w.queued_total;
+    }
+    std::unique_lock<std::mutex> lock(w.mu);
+    return w.written.wait_for(lock, limit, [&] { return w.written_total >= target; });
+  } catch (...) {
+    return false;
   }
 }
 
@@ -145,7 +270,8 @@ void log_command_error(const std::string& command, const std::string& message) {
     log_event(LogLevel::error, message, {{"command", command}});
   } else {
     try {
-      write_line("lease-agent: " + message + "\n");
+      std::lock_guard<std::mutex> lock(log_mutex);
+      enqueue_locked("lease-agent: " + message + "\n");
     } catch (...) {
     }
   }

@@ -1,6 +1,15 @@
 // Logging: one line per event on stderr, as text or JSON. Thread-safe.
+//
+// Never blocks the caller: a line is formatted and appended to a bounded queue in
+// memory, which one writer thread writes to stderr. stderr can stall (journald's
+// backpressure, a pipe nobody reads), and a thread that waited for it could hold up the
+// deadline (agent_state.h). When the queue is full, lines are dropped and counted; the
+// writer says how many in a line of its own, where they were dropped. At exit,
+// log_flush() waits a bounded time for what is queued.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -50,6 +59,14 @@ void log_set_origin(const std::string& cluster, const std::string& node);
 
 // Writes one line: UTC wall time, level, message, fields. Never throws.
 void log_event(LogLevel level, const std::string& message, const LogFields& fields = {});
+
+// Waits until every line logged so far has been written to stderr, at most `limit`.
+// Returns whether all were written (false: stderr is stalled; the rest is lost at exit).
+bool log_flush(std::chrono::milliseconds limit = std::chrono::milliseconds(1000));
+
+// The bound of the queue: lines beyond either are dropped (and counted).
+constexpr std::size_t kLogQueueLines = 1000;
+constexpr std::size_t kLogQueueBytes = 1 << 20;
 
 // Formats one line without writing it (for tests). Never throws.
 std::string log_format_line(LogLevel level, const std::string& message, const LogFields& fields = {});

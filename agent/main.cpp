@@ -194,9 +194,8 @@ int apply_schema(const Settings& s) {
   return kExitClean;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line, run; main() flushes the log after it.
+int run_command_line(int argc, char** argv) {
   CLI::App app{"lease-agent: failover agent for servers that share one PostgreSQL database"};
   app.set_version_flag("--version", std::string("lease-agent ") + LEASE_AGENT_VERSION);
   app.require_subcommand(0, 1);  // none is reported below, naming the commands
@@ -277,4 +276,14 @@ int main(int argc, char** argv) {
     return kExitFault;
   }
   return usage_error("a command is required: run, status, schema, switchover or check-config (see --help)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int status = run_command_line(argc, argv);
+  // Log lines still queued for stderr (log.h) are written before the exit, but for a
+  // bounded time: a process whose stderr is stalled must still exit.
+  log_flush(std::chrono::milliseconds(1000));
+  return status;
 }

@@ -94,6 +94,23 @@ CREATE UNLOGGED TABLE IF NOT EXISTS lease_agent.server_life (
     began_at   timestamptz NOT NULL   -- when the first agent saw this life (the database's clock)
 );
 
+-- Schema 4 added tables: a role that already runs agents (it may update the lease table)
+-- gets the same access to them, so that agents keep running across `schema apply`
+-- without new GRANTs. (Run by the schema's owner; anyone else grants what they may.)
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT ro.rolname
+               FROM pg_class c, aclexplode(c.relacl) a, pg_roles ro
+              WHERE c.oid = 'lease_agent.lease'::regclass AND a.privilege_type = 'UPDATE'
+                AND a.grantee = ro.oid AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON lease_agent.term, lease_agent.server_life TO %I',
+                       r.rolname);
+    END LOOP;
+END;
+$$;
+
 -- Schema version the agent checks at start ("schema missing or too old"). Version 3 added
 -- switchover, version 4 strict fencing, server lives and the line kept across outages;
 -- agents of versions 2 and 3 keep running on it (their heartbeats are kept, see

@@ -1,6 +1,7 @@
 // Tests of HookRunner: environment, exit status, order, timeouts, process
 // groups, descriptors and signals of the hooks, and the log lines they cause.
 #include "hooks.h"
+#include "log.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -91,6 +92,7 @@ class CaptureStderr {
  private:
   void restore() {
     if (saved_ < 0) return;
+    lease_agent::log_flush(std::chrono::seconds(10));  // the log is written by a thread of its own
     std::cerr.flush();
     std::fflush(stderr);
     ::dup2(saved_, 2);

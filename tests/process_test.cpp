@@ -460,7 +460,7 @@ TEST_CASE("the database password shows nowhere: cmdline, log, /status, check-con
     pqxx::work tx(c.db());
     tx.exec("SELECT pg_advisory_xact_lock(hashtext('lease-agent process_test grants'))");
     tx.exec("GRANT USAGE ON SCHEMA lease_agent TO lease_agent_pw");
-    tx.exec("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA lease_agent TO lease_agent_pw");
+    tx.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA lease_agent TO lease_agent_pw");
     tx.commit();
   }
   const std::string secret = "pw-secret-42";

@@ -897,6 +897,9 @@ TEST_CASE("schema apply upgrades a version-3 database in place while version-3 a
     pqxx::connection c(dsn);
     pqxx::nontransaction tx(c);
     tx.exec(read_fixture("schema_v3.sql"));
+    // An agents' role granted as a version-3 deployment did (before lease_agent.term existed).
+    tx.exec("GRANT USAGE ON SCHEMA lease_agent TO lease_agent_pw");
+    tx.exec("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA lease_agent TO lease_agent_pw");
   }
   // Two agents of version 3: their statements, prepared as they prepare them.
   struct OldAgent {
@@ -965,6 +968,25 @@ TEST_CASE("schema apply upgrades a version-3 database in place while version-3 a
   const HeartbeatAnswer a3 = n3.heartbeat(standby());
   CHECK(a3.holder_is_me);
   CHECK(a3.epoch == epoch + 2);
+  // An agent of that role goes on after the upgrade without new GRANTs: it registers,
+  // and takes the lease (a new term: lease_agent.term) when the master leaves.
+  const char* pw_dsn = std::getenv("LEASE_AGENT_TEST_PW_DSN");
+  REQUIRE(pw_dsn != nullptr);
+  std::map<std::string, std::string> pkv = dsn_keywords(pw_dsn);
+  pkv["dbname"] = db;
+  StoreOptions po = o;
+  po.dsn.clear();
+  for (const auto& [k, v] : pkv) po.dsn += k + "='" + v + "' ";
+  po.node = "n4";
+  po.incarnation = "n4-v4";
+  LeaseStore n4(po);
+  n4.connect(true);
+  CHECK_FALSE(n4.heartbeat(standby()).holder_is_me);
+  n3.leave();
+  const HeartbeatAnswer a4 = n4.heartbeat(standby());
+  CHECK(a4.holder_is_me);
+  CHECK(a4.epoch == epoch + 3);
+  n4.disconnect();
   n3.disconnect();
   o1.conn.disconnect();
   o2.conn.disconnect();

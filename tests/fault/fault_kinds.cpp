@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -197,6 +198,14 @@ void Faults::begin(Fault& f) {
       const std::string mode = f.kind == Kind::pg_restart_fast ? "fast" : "immediate";
       f.start = mono_ns();
       const int rc = pg_script({"restart", e_.o.pgdir, mode}, e_.dir + "/pg-restart.log", 60000);
+      if (rc != 0) {
+        // For the post-mortem: PostgreSQL's processes and logs, into the kept work dir.
+        const std::string keep = "ps -eo pid,ppid,stat,wchan:20,cmd | grep -i postgres > '" + e_.dir +
+                                 "/pg-processes.txt' 2>&1; for f in '" + e_.o.pgdir + "'/postgres.log '" +
+                                 e_.o.pgdir + "'/*/postgres.log; do [ -f \"$f\" ] && cp \"$f\" '" + e_.dir +
+                                 "'/\"$(basename \"$(dirname \"$f\")\")-postgres.log\"; done";
+        [[maybe_unused]] const int ignored = std::system(keep.c_str());
+      }
       if (rc != 0)
         throw std::runtime_error("scripts/pg.sh restart failed (status " + std::to_string(rc) + "), see " + e_.dir +
                                  "/pg-restart.log");

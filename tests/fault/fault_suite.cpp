@@ -897,7 +897,16 @@ int Suite::run() {
   Fault settle;
   snapshot(settle, false);
   const i64 end = t0_ + ms_to_ns(o_.duration_ms);
-  for (int id = 1, round = 1; mono_ns() < end && id <= 100000; ++round) cycle(id, round);
+  // A fault the rig could not inject or heal (scripts/pg.sh failed, say) ends the
+  // injection, not the run: the history so far is still checked and reported.
+  std::string rig_error;
+  try {
+    for (int id = 1, round = 1; mono_ns() < end && id <= 100000; ++round) cycle(id, round);
+  } catch (const std::exception& e) {
+    rig_error = e.what();
+    std::cout << "fault_suite: the run stopped early: " << rig_error << "; checking the history so far"
+              << std::endl;
+  }
 
   // The end: SIGTERM to every agent; each must stop cleanly (check_lives).
   for (auto& s : slots_) {
@@ -915,11 +924,19 @@ int Suite::run() {
   try {
     read_fenced_writes();
   } catch (const std::exception& e) {
-    observed(mono_ns(), VKind::snapshot_failed, std::string("cannot read the fenced writes: ") + e.what());
+    if (rig_error.empty())
+      observed(mono_ns(), VKind::snapshot_failed, std::string("cannot read the fenced writes: ") + e.what());
+    else
+      std::cout << "  (the fenced writes could not be read after the rig failed: " << e.what() << ")" << std::endl;
   }
   const History h = history();
   const fault_checker::Report r = fault_checker::check(h);
   report(h, r);
+  if (!rig_error.empty()) {
+    std::cout << "fault_suite: the rig failed (" << rig_error << "): exit 2; the work dir " << dir_ << " is kept"
+              << std::endl;
+    return r.violations.empty() ? 2 : 1;
+  }
   if (r.violations.empty() && !o_.keep) std::filesystem::remove_all(dir_);
   return r.violations.empty() ? 0 : 1;
 }

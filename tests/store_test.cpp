@@ -61,6 +61,46 @@ std::string read_fixture(const std::string& name) {
   return s.str();
 }
 
+// A new database `name` with the SQL of tests/fixtures/`fixture` applied; its dsn.
+std::string fresh_database(const std::string& name, const std::string& fixture) {
+  {
+    auto c = connect_db();
+    pqxx::nontransaction tx(*c);
+    tx.exec("DROP DATABASE IF EXISTS " + name);
+    tx.exec("CREATE DATABASE " + name);
+  }
+  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
+  kv["dbname"] = name;
+  std::string dsn;
+  for (const auto& [k, v] : kv) dsn += k + "='" + v + "' ";
+  pqxx::connection c(dsn);
+  pqxx::nontransaction tx(c);
+  tx.exec(read_fixture(fixture));
+  return dsn;
+}
+
+// An agent of an earlier schema version, with its statements prepared as it prepared them
+// (`heartbeat_function`: lease_agent.heartbeat for version 2, heartbeat_v3 for version 3).
+struct OldAgent {
+  OldAgent(const std::string& dsn, std::string node, const std::string& heartbeat_function, std::string version)
+      : conn(dsn), node(std::move(node)), incarnation(this->node + "-" + version) {
+    conn.prepare("heartbeat", "SELECT * FROM lease_agent." + heartbeat_function +
+                                  "($1, $2, $3, $4, $5, NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
+    conn.prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
+  }
+  pqxx::row beat(std::int64_t epoch) {
+    pqxx::nontransaction tx(conn);
+    return tx.exec_prepared("heartbeat", "c", node, incarnation, "", 2000, epoch, -1, true)[0];
+  }
+  void leave() {
+    pqxx::nontransaction tx(conn);
+    tx.exec_prepared("leave", "c", node, incarnation);
+  }
+  pqxx::connection conn;
+  std::string node;
+  std::string incarnation;
+};
+
 // Waits (bounded) for notices on a listening store.
 std::vector<LeaseNotice> await_notices(LeaseStore& s, int timeout_ms = 5000) {
   pollfd p{s.socket(), POLLIN, 0};
@@ -584,40 +624,9 @@ TEST_CASE("a reservation lapses after ttl: then the first in line takes the free
 TEST_CASE("schema apply upgrades a version-2 database in place while version-2 agents run", "[store][upgrade]") {
   // A database of its own, at schema version 2.
   const std::string db = "la_upgrade_" + std::to_string(::getpid());
-  {
-    auto c = connect_db();
-    pqxx::nontransaction tx(*c);
-    tx.exec("DROP DATABASE IF EXISTS " + db);
-    tx.exec("CREATE DATABASE " + db);
-  }
-  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
-  kv["dbname"] = db;
-  std::string dsn;
-  for (const auto& [k, v] : kv) dsn += k + "='" + v + "' ";
-  {
-    pqxx::connection c(dsn);
-    pqxx::nontransaction tx(c);
-    tx.exec(read_fixture("schema_v2.sql"));
-  }
+  const std::string dsn = fresh_database(db, "schema_v2.sql");
   // Two agents of version 2: their statements, prepared as they prepare them.
-  struct OldAgent {
-    OldAgent(const std::string& dsn, std::string node) : conn(dsn), node(std::move(node)) {
-      conn.prepare("heartbeat", "SELECT * FROM lease_agent.heartbeat($1, $2, $3, $4, $5, "
-                                "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
-      conn.prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
-    }
-    pqxx::row beat(std::int64_t epoch) {
-      pqxx::nontransaction tx(conn);
-      return tx.exec_prepared("heartbeat", "c", node, node + "-v2", "", 2000, epoch, -1, true)[0];
-    }
-    void leave() {
-      pqxx::nontransaction tx(conn);
-      tx.exec_prepared("leave", "c", node, node + "-v2");
-    }
-    pqxx::connection conn;
-    std::string node;
-  };
-  OldAgent o1(dsn, "o1"), o2(dsn, "o2");
+  OldAgent o1(dsn, "o1", "heartbeat", "v2"), o2(dsn, "o2", "heartbeat", "v2");
   REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
   REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
   const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
@@ -883,43 +892,16 @@ TEST_CASE("the line of succession: a node keeps its place while its incarnation 
 
 TEST_CASE("schema apply upgrades a version-3 database in place while version-3 agents run", "[store][upgrade]") {
   const std::string db = "la_upgrade3_" + std::to_string(::getpid());
-  {
-    auto c = connect_db();
-    pqxx::nontransaction tx(*c);
-    tx.exec("DROP DATABASE IF EXISTS " + db);
-    tx.exec("CREATE DATABASE " + db);
-  }
-  std::map<std::string, std::string> kv = dsn_keywords(test_dsn());
-  kv["dbname"] = db;
-  std::string dsn;
-  for (const auto& [k, v] : kv) dsn += k + "='" + v + "' ";
+  const std::string dsn = fresh_database(db, "schema_v3.sql");
   {
     pqxx::connection c(dsn);
     pqxx::nontransaction tx(c);
-    tx.exec(read_fixture("schema_v3.sql"));
     // An agents' role granted as a version-3 deployment did (before lease_agent.term existed).
     tx.exec("GRANT USAGE ON SCHEMA lease_agent TO lease_agent_pw");
     tx.exec("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA lease_agent TO lease_agent_pw");
   }
   // Two agents of version 3: their statements, prepared as they prepare them.
-  struct OldAgent {
-    OldAgent(const std::string& dsn, std::string node) : conn(dsn), node(std::move(node)) {
-      conn.prepare("heartbeat", "SELECT * FROM lease_agent.heartbeat_v3($1, $2, $3, $4, $5, "
-                                "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
-      conn.prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
-    }
-    pqxx::row beat(std::int64_t epoch) {
-      pqxx::nontransaction tx(conn);
-      return tx.exec_prepared("heartbeat", "c", node, node + "-v3", "", 2000, epoch, -1, true)[0];
-    }
-    void leave() {
-      pqxx::nontransaction tx(conn);
-      tx.exec_prepared("leave", "c", node, node + "-v3");
-    }
-    pqxx::connection conn;
-    std::string node;
-  };
-  OldAgent o1(dsn, "o1"), o2(dsn, "o2");
+  OldAgent o1(dsn, "o1", "heartbeat_v3", "v3"), o2(dsn, "o2", "heartbeat_v3", "v3");
   REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
   REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
   const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();

@@ -41,6 +41,8 @@ bool Election::on_connected(TimePoint now, const std::string& life) {
   life_since_ = now;
   watched_version_.reset();
   tried_version_.reset();
+  answered_version_ = -1;  // versions of an earlier life say nothing about this one
+  phase_version_ = -1;
   return true;
 }
 
@@ -105,6 +107,8 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
   }
   registered_ = true;
   last_ = a;
+  answered_sent_ = sent;
+  answered_version_ = a.version;
 
   // 2. The database's clock against ours: a warning only, never a decision.
   if (clock_ref_) {
@@ -152,6 +156,8 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
              " counting on it)";
       else if (a.acquired_how == "switchover")
         r << " (handed over to this node by a switchover)";
+      else if (a.acquired_how == "handed")
+        r << " (handed to this node by the clean stop of the master before it)";
       else if (req.watched_version && a.acquired_how == "expired")
         r << " after watching version " << *req.watched_version << " unchanged for "
           << timing_.ttl.count() << "ms";
@@ -178,16 +184,9 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
     deadline_ = std::max(deadline_, deadline);
     if (!a.switchover_to.empty() && a.switchover_to != a.holder) {
       // 3b. A switchover asks this master to hand over: stop acting as master now.
-      holding_ = false;
-      handing_over_ = true;
-      d.transition = Transition::demote;
-      d.ends_mastership = true;
-      d.hand_over = true;
-      d.epoch = epoch_;
-      d.cause = "switchover";
-      d.notable = true;
-      d.reason = "demoted: a switchover asks to hand the lease to " + a.switchover_to + " (epoch " +
-                 std::to_string(epoch_) + ")";
+      Decision step = step_down_for(a.switchover_to);
+      step.warning = d.warning;
+      return step;
     }
     return d;
   }
@@ -221,11 +220,34 @@ Decision Election::on_answer(const HeartbeatRequest& req, const HeartbeatAnswer&
     }
   } else {
     watch(a.version, received);
+    if (a.next_in_line_is_me) regular_next_ = after_next_renewal(a, sent, received);
     if (d.transition == Transition::none)
       r << "standby: the lease is held by " << a.holder << " at epoch " << a.epoch;
   }
   d.reason = r.str();
   return d;
+}
+
+TimePoint Election::after_next_renewal(const HeartbeatAnswer& a, TimePoint sent, TimePoint received) {
+  // The first sight of each version is what a takeover counts from, so the next in line
+  // looks just after each renewal: at the renewal the database reported + the holder's
+  // renew + a slack. A renewal that is overdue (a slow master, or a dead one) is looked
+  // for again after 1, 2, 4 and 8 slacks, then at the regular pace until the version
+  // moves. The database's durations only time the look; safety rests on the first
+  // sight as always.
+  const TimePoint regular = sent + timing_.renew;
+  if (a.renewed_ago_ms < 0) return regular;
+  const milliseconds period = a.holder_renew_ms > 0 ? milliseconds(a.holder_renew_ms) : timing_.renew;
+  const milliseconds slack = std::max(milliseconds(2), timing_.renew / 100);
+  const TimePoint expected = received - milliseconds(a.renewed_ago_ms) + period;
+  if (a.version != phase_version_) {
+    phase_version_ = a.version;
+    phase_misses_ = 0;
+  }
+  if (expected + slack > received) return std::min(expected + slack, received + period + slack);
+  constexpr int kLooks = 4;
+  if (phase_misses_ < kLooks) return received + slack * (1 << phase_misses_++);
+  return regular;
 }
 
 Decision Election::on_failure(TimePoint sent, TimePoint now, const std::string& error) {
@@ -269,26 +291,81 @@ Decision Election::on_notify(std::int64_t version, bool free, TimePoint received
   return d;
 }
 
-Decision Election::on_switchover_requested(TimePoint received) {
+Decision Election::step_down_for(const std::string& target) {
   Decision d;
-  if (!holding_) {
-    d.reason = "a switchover was requested of the master";
-    return d;
-  }
-  regular_next_ = received;  // the answer names the target
+  holding_ = false;
+  handing_over_ = true;
+  d.transition = Transition::demote;
+  d.ends_mastership = true;
+  d.hand_over = true;
+  d.epoch = epoch_;
+  d.cause = "switchover";
   d.notable = true;
-  d.reason = "a switchover was requested; asking the database for its target";
+  d.reason = "demoted: a switchover asks to hand the lease to " + target + " (epoch " +
+             std::to_string(epoch_) + ")";
   return d;
 }
 
-Decision Election::on_handed_over(bool handed_over, const std::string& target, TimePoint now) {
+Decision Election::on_switchover_requested(std::int64_t epoch, const std::string& target,
+                                           TimePoint received) {
+  if (!holding_ || handing_over_ || epoch != epoch_ || !is_master(received)) {
+    Decision d;
+    d.reason = "a switchover to " + target + " was requested of the master at epoch " + std::to_string(epoch);
+    return d;
+  }
+  // The hand-over checks under the row's lock that the request stands; stepping down
+  // first is safe whatever it finds.
+  return step_down_for(target);
+}
+
+Decision Election::on_handed(std::int64_t version, std::int64_t epoch, bool to_me, const std::string& how,
+                             TimePoint received) {
+  Decision d;
+  const std::string by = how == "switchover" ? "a switchover" : "the clean stop of the master";
+  if (!to_me) {
+    if (!holding_) watch(version, received);
+    d.reason = "the lease was handed to another node at epoch " + std::to_string(epoch) + " by " + by;
+    return d;
+  }
+  if (holding_) {
+    d.reason = "notification of the hand-off to this node while master";
+    return d;
+  }
+  regular_next_ = received;  // renew at once: confirms the term and extends the deadline
+  d.notable = true;
+  const std::string what = "the lease was handed to this node at epoch " + std::to_string(epoch) + " by " + by;
+  if (!answered_sent_ || answered_version_ >= version) {
+    d.reason = what + "; no answer of this node from before the hand-off to count from, renewing first";
+    return d;
+  }
+  const TimePoint deadline = *answered_sent_ + timing_.ttl - timing_.margin();
+  if (deadline <= received) {
+    d.reason = what + "; this node's last answered heartbeat is too old to count from, renewing first";
+    return d;
+  }
+  holding_ = true;
+  epoch_ = epoch;
+  deadline_ = deadline;
+  watched_version_.reset();
+  tried_version_.reset();
+  d.transition = Transition::promote;
+  d.epoch = epoch;
+  d.cause = how == "switchover" ? "switchover" : "handed";
+  d.reason = "promoted: acquired the lease at epoch " + std::to_string(epoch) + " (handed to this node by " + by +
+             "; master from the notification on, without a round trip)";
+  return d;
+}
+
+Decision Election::on_handed_over(bool handed_over, const std::string& target, bool direct, TimePoint now) {
   Decision d;
   handing_over_ = false;
   d.notable = true;
   if (handed_over) {
     regular_next_ = std::min(regular_next_, now + timing_.renew);
-    d.reason = "handed the lease over to " + target + " (epoch " + std::to_string(epoch_) +
-               "); it is free for " + target + " alone for ttl";
+    d.reason = direct ? "handed the lease over to " + target + " (after epoch " + std::to_string(epoch_) +
+                            "): it is master from the hand-off on"
+                      : "handed the lease over to " + target + " (epoch " + std::to_string(epoch_) +
+                            "); it is free for " + target + " alone for ttl";
   } else {
     regular_next_ = now;
     d.reason = "switchover abandoned: no request stands for a live node" +

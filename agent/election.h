@@ -16,6 +16,15 @@
 //    master's deadline always falls before the standby may acquire.
 //  - A free lease (released by a clean stop) may be taken at once by the first node
 //    in line; the store decides who that is.
+//  - A hand-off (a clean stop or a switchover of the master, schema 5) gives the lease
+//    to one node in the master's own transaction. That node is master from the
+//    notification on, until the send time of its latest heartbeat that was answered
+//    before the hand-off + ttl - margin: that heartbeat was sent before the hand-off
+//    committed, and every other standby first sees the hand-off's version after it.
+//  - Renewals are announced to nobody (schema 5): the next in line times its heartbeat
+//    just after the master's next renewal, from the database's report of the last one
+//    (a duration on the database's clock, used for that timing only), and so first sees
+//    each version within a few ms of its commit, as a notification would show it.
 //
 // Thread safety: none. The daemon serialises every call with one mutex.
 #pragma once
@@ -75,6 +84,12 @@ struct HeartbeatAnswer {
   // the term that ended, and how many of them it had to end (sql/PROTOCOL.md, "Fencing").
   std::int64_t fence_wait_ms = 0;
   int fence_ended = 0;
+  // To a standby while someone holds the lease (schema 5): whether this node is the next
+  // in line, how long ago the holder last wrote the row (the database's clock; -1 when
+  // unknown) and the holder's renew (0 when unknown).
+  bool next_in_line_is_me = false;
+  std::int64_t renewed_ago_ms = -1;
+  std::int64_t holder_renew_ms = 0;
 };
 
 enum class Transition { none, promote, demote, exit_duplicate };
@@ -135,17 +150,27 @@ class Election {
   // A notification of the lease row: `version`, and whether the lease is now free.
   Decision on_notify(std::int64_t version, bool free, TimePoint received);
 
-  // A notification that a switchover was requested: a master asks the store at once
-  // (the answer names the target, see on_answer); the others ignore it.
-  Decision on_switchover_requested(TimePoint received);
+  // A notification that a switchover was requested of the master at `epoch`: that master
+  // stops acting as master at once and hands over (Decision::hand_over, as when an answer
+  // names the target, see on_answer); the others ignore it.
+  Decision on_switchover_requested(std::int64_t epoch, const std::string& target, TimePoint received);
+
+  // A notification that the lease was handed off at `version` to term `epoch` (schema 5:
+  // a clean stop, how "handed", or a switchover, "switchover"). `to_me`: to this
+  // incarnation, which is then master without a round trip, until the send time of its
+  // latest heartbeat answered before the hand-off + ttl - margin, and renews at once.
+  // Another node's hand-off is a version to watch.
+  Decision on_handed(std::int64_t version, std::int64_t epoch, bool to_me, const std::string& how,
+                     TimePoint received);
 
   // Switchover. An answer that names a target to this master demotes it at once
   // (Decision::hand_over): from then on, and until on_handed_over(), it is handing over:
   // not master, and no heartbeat is due (the daemon's hand-over is its next round trip;
   // a heartbeat could take the lease back as a new term).
-  // `handed_over`: the lease is free, reserved for the target. Otherwise (no request
-  // stands any more, the target is gone, the call failed) the next heartbeat is due now.
-  Decision on_handed_over(bool handed_over, const std::string& target, TimePoint now);
+  // `handed_over`: the target holds the lease (`direct`, a hand-off) or it is free,
+  // reserved for the target. Otherwise (no request stands any more, the target is gone,
+  // the call failed) the next heartbeat is due now.
+  Decision on_handed_over(bool handed_over, const std::string& target, bool direct, TimePoint now);
   bool handing_over() const { return handing_over_; }
 
   // The passage of time: demotes at the deadline.
@@ -165,8 +190,9 @@ class Election {
   // The last round trip succeeded within ttl.
   bool healthy(TimePoint now) const;
 
-  // When the next heartbeat is due: the regular one, or sooner when a watched
-  // version will have stayed unchanged for ttl.
+  // When the next heartbeat is due: the regular one (for the next in line, just after
+  // the master's next renewal), or sooner when a watched version will have stayed
+  // unchanged for ttl.
   TimePoint next_heartbeat() const;
   // When the next event is due: the next heartbeat, or the deadline if sooner.
   TimePoint next_wakeup() const;
@@ -182,6 +208,10 @@ class Election {
 
  private:
   void watch(std::int64_t version, TimePoint seen);
+  // Stops acting as master to hand the lease to `target` (a switchover).
+  Decision step_down_for(const std::string& target);
+  // The next in line's heartbeat, just after the holder's next renewal (on_answer).
+  TimePoint after_next_renewal(const HeartbeatAnswer& a, TimePoint sent, TimePoint received);
 
   const Timing timing_;
   bool holding_ = false;        // believes it holds the lease (until deadline_)
@@ -196,6 +226,14 @@ class Election {
   std::optional<TimePoint> life_since_;    // when this agent first connected to it
   TimePoint last_sent_{};                  // of the last heartbeat answered or failed
   std::optional<TimePoint> last_ok_;
+  // The latest answered heartbeat: when it was sent, and the version it showed (-1 when
+  // it was in an earlier server life: then any version is newer), for a hand-off.
+  std::optional<TimePoint> answered_sent_;
+  std::int64_t answered_version_ = -1;
+  // The next in line's timing: the version of its last answer, and how many heartbeats
+  // in a row found the holder's renewal overdue.
+  std::int64_t phase_version_ = -1;
+  int phase_misses_ = 0;
   bool registered_ = false;     // at least one answer without 'duplicate'
   std::string duplicate_seen_;  // detail of the first 'duplicate' answer at start
   int failures_ = 0;

@@ -21,8 +21,6 @@
 namespace lease_agent {
 namespace {
 
-constexpr const char* kChannel = "lease_agent";
-
 // Why a connection was refused. The server writes its messages in its own lc_messages
 // (a refused password reads "Passwort-Authentifizierung ... fehlgeschlagen" under
 // German), so only its SQLSTATE tells what it meant. libpqxx 6.4 gives nothing but that
@@ -115,27 +113,44 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
-// Collects the notifications of the lease_agent channel for one cluster.
+// Collects the notifications of one cluster's channel (lease_agent.announce).
 struct LeaseStore::Listener : pqxx::notification_receiver {
-  Listener(pqxx::connection_base& c, std::string cluster)
-      : pqxx::notification_receiver(c, kChannel), cluster_(std::move(cluster)) {}
+  Listener(pqxx::connection_base& c, const std::string& channel, std::string cluster, std::string incarnation)
+      : pqxx::notification_receiver(c, channel), cluster_(std::move(cluster)),
+        incarnation_(std::move(incarnation)) {}
 
-  // Payload: "<version> <held|free|switchover> <cluster>".
+  // Payload: "<version>\n<kind>\n<cluster>[\n<more>...]", newline-separated (names hold no
+  // control characters). Another cluster's (a hash collision of channels) is dropped.
   void operator()(const std::string& payload, int) override {
+    std::vector<std::string> f;
     std::istringstream in(payload);
+    for (std::string line; std::getline(in, line, '\n');) f.push_back(line);
+    if (f.size() < 3 || f[2] != cluster_) return;
     LeaseNotice n;
-    std::string state;
-    if (!(in >> n.version >> state)) return;
-    in.get();  // the space before the cluster
-    std::string cluster;
-    std::getline(in, cluster);
-    if (cluster != cluster_) return;
-    n.free = state == "free";
-    n.switchover = state == "switchover";
+    try {
+      n.version = std::stoll(f[0]);
+      if (f[1] == "free") {
+        n.kind = LeaseNotice::Kind::free;
+      } else if (f[1] == "switchover" && f.size() >= 5) {
+        n.kind = LeaseNotice::Kind::switchover;
+        n.target = f[3];
+        n.epoch = std::stoll(f[4]);
+      } else if (f[1] == "handed" && f.size() >= 6) {
+        n.kind = LeaseNotice::Kind::handed;
+        n.epoch = std::stoll(f[3]);
+        n.to_me = f[4] == incarnation_;
+        n.how = f[5];
+      } else {
+        return;  // a kind of a later schema
+      }
+    } catch (const std::exception&) {
+      return;  // not a number: not ours to act on
+    }
     notices.push_back(n);
   }
 
   const std::string cluster_;
+  const std::string incarnation_;
   std::vector<LeaseNotice> notices;
 };
 
@@ -355,7 +370,11 @@ void LeaseStore::connect(bool listen, bool check_schema) {
     }
     // The server's life, before any heartbeat over this connection (sql/PROTOCOL.md,
     // "Lost commits").
-    server_life_ = tx.exec("SELECT lease_agent.server_life()")[0][0].as<std::string>();
+    // And the cluster's channel, in the same round trip.
+    const pqxx::result life =
+        tx.exec_params("SELECT lease_agent.server_life(), lease_agent.channel($1)", opt_.cluster);
+    server_life_ = life[0][0].as<std::string>();
+    channel_ = life[0][1].as<std::string>();
   } catch (const StoreError&) {
     throw;
   } catch (const std::exception& e) {
@@ -364,17 +383,18 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   }
   try {
     conn_->prepare("heartbeat",
-                   "SELECT * FROM lease_agent.heartbeat_v4($1, $2, $3, $4, $5, "
-                   "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8)");
-    conn_->prepare("leave", "SELECT lease_agent.leave($1, $2, $3)");
-    conn_->prepare("hand_over", "SELECT * FROM lease_agent.hand_over($1, $2, $3, $4)");
+                   "SELECT * FROM lease_agent.heartbeat_v5($1, $2, $3, $4, $5, "
+                   "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8, $9)");
+    conn_->prepare("leave", "SELECT released, handed_to, epoch FROM lease_agent.leave($1, $2, $3, $4)");
+    conn_->prepare("hand_over", "SELECT * FROM lease_agent.hand_over($1, $2, $3, $4, $5)");
     // Now, not at the first heartbeat (libpqxx prepares lazily): a heartbeat is then
     // one round trip, which its call_timeout() is for.
     if (check_schema) {
       conn_->prepare_now("heartbeat");
       conn_->prepare_now("leave");
     }
-    if (listen) listener_ = std::make_unique<Listener>(*conn_, opt_.cluster);
+    if (listen && !channel_.empty())
+      listener_ = std::make_unique<Listener>(*conn_, channel_, opt_.cluster, opt_.incarnation);
   } catch (const std::exception& e) {
     guard.throw_if_cut("preparing statements");
     fail(e, "preparing statements");
@@ -390,7 +410,7 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     const pqxx::result r = tx.exec_prepared(
         "heartbeat", opt_.cluster, opt_.node, opt_.incarnation, opt_.address,
         static_cast<int>(opt_.ttl.count()), req.epoch.value_or(-1), req.watched_version.value_or(-1),
-        req.may_acquire);
+        req.may_acquire, static_cast<int>(opt_.renew.count()));
     if (r.size() != 1) throw StoreError("heartbeat returned " + std::to_string(r.size()) + " rows", false);
     const pqxx::row row = r[0];
     auto text = [&](const char* col) { return row[col].is_null() ? std::string() : row[col].as<std::string>(); };
@@ -413,6 +433,9 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
     a.reserved_left_ms = num("o_reserved_left_ms");
     a.fence_wait_ms = num("o_fence_wait_ms");
     a.fence_ended = static_cast<int>(num("o_fence_ended"));
+    a.next_in_line_is_me = text("o_next_in_line") == opt_.node;
+    a.renewed_ago_ms = row["o_renewed_ago_ms"].is_null() ? -1 : row["o_renewed_ago_ms"].as<std::int64_t>();
+    a.holder_renew_ms = num("o_holder_renew_ms");
     guard.finish();
     return a;
   } catch (const StoreError&) {
@@ -423,33 +446,39 @@ HeartbeatAnswer LeaseStore::heartbeat(const HeartbeatRequest& req) {
   }
 }
 
-bool LeaseStore::leave() {
+Leave LeaseStore::leave(bool may_hand_off) {
   if (!conn_) throw StoreError("not connected", false);
   Guard guard(*this, call_timeout());
   try {
     pqxx::nontransaction tx(*conn_);
-    const pqxx::result r = tx.exec_prepared("leave", opt_.cluster, opt_.node, opt_.incarnation);
-    const bool released = r.size() == 1 && !r[0][0].is_null() && r[0][0].as<bool>();
+    const pqxx::result r = tx.exec_prepared("leave", opt_.cluster, opt_.node, opt_.incarnation, may_hand_off);
+    Leave l;
+    if (r.size() == 1) {
+      l.released = !r[0][0].is_null() && r[0][0].as<bool>();
+      l.handed_to = r[0][1].is_null() ? std::string() : r[0][1].as<std::string>();
+      l.epoch = r[0][2].is_null() ? 0 : r[0][2].as<std::int64_t>();
+    }
     guard.finish();
-    return released;
+    return l;
   } catch (const std::exception& e) {
     guard.throw_if_cut("leave");
     fail(e, "leave");
   }
 }
 
-HandOver LeaseStore::hand_over() {
+HandOver LeaseStore::hand_over(bool may_hand_off) {
   if (!conn_) throw StoreError("not connected", false);
   Guard guard(*this, call_timeout());
   try {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_prepared("hand_over", opt_.cluster, opt_.node, opt_.incarnation,
-                                            static_cast<int>(opt_.ttl.count()));
+                                            static_cast<int>(opt_.ttl.count()), may_hand_off);
     HandOver h;
     if (r.size() == 1) {
       h.handed_over = !r[0]["handed_over"].is_null() && r[0]["handed_over"].as<bool>();
       h.target = r[0]["target"].is_null() ? std::string() : r[0]["target"].as<std::string>();
       h.version = r[0]["version"].is_null() ? 0 : r[0]["version"].as<std::int64_t>();
+      h.direct = !r[0]["direct"].is_null() && r[0]["direct"].as<bool>();
     }
     guard.finish();
     return h;
@@ -503,9 +532,9 @@ MasterRow LeaseStore::master() {
   try {
     pqxx::nontransaction tx(*conn_);
     const pqxx::result r = tx.exec_params(
-        "SELECT node, epoch, extract(epoch FROM acquired_at) * 1000, "
-        "greatest(0, extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint "
-        "FROM lease_agent.master WHERE cluster = $1",
+        "SELECT m.node, m.epoch, extract(epoch FROM m.acquired_at) * 1000, "
+        "greatest(0, extract(epoch FROM m.expires_at - clock_timestamp()) * 1000)::bigint, l.handed_at IS NULL "
+        "FROM lease_agent.master m JOIN lease_agent.lease l USING (cluster) WHERE m.cluster = $1",
         opt_.cluster);
     MasterRow m;
     if (r.size() == 1) {
@@ -513,6 +542,7 @@ MasterRow LeaseStore::master() {
       m.epoch = r[0][1].as<std::int64_t>();
       m.acquired_at_ms = r[0][2].is_null() ? 0.0 : r[0][2].as<double>();
       m.lease_left_ms = r[0][3].as<std::int64_t>();
+      m.confirmed = r[0][4].as<bool>();
     }
     guard.finish();
     return m;

@@ -36,18 +36,32 @@ class SwitchoverRefused : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A notification of the lease row of this store's cluster.
+// A notification on this store's cluster's channel (sql/002_protocol.sql,
+// lease_agent.announce).
 struct LeaseNotice {
+  enum class Kind { free, switchover, handed };
+  Kind kind = Kind::free;
   std::int64_t version = 0;
-  bool free = false;        // released (a clean stop, or a hand-over reserved for one node)
-  bool switchover = false;  // a switchover was requested of the master
+  // handed: the new term; switchover: the epoch of the master asked.
+  std::int64_t epoch = 0;
+  bool to_me = false;   // handed: to this store's incarnation
+  std::string how;      // handed: "handed" (a clean stop) or "switchover"
+  std::string target;   // switchover: the node asked for
 };
 
 // What lease_agent.hand_over did.
 struct HandOver {
-  bool handed_over = false;  // the lease is free, reserved for `target`
+  bool handed_over = false;  // the lease went to `target` (direct) or is free, reserved for it
+  bool direct = false;       // handed off: `target` holds it (schema 5)
   std::string target;        // the node requested, if any
   std::int64_t version = 0;
+};
+
+// What lease_agent.leave did.
+struct Leave {
+  bool released = false;  // this incarnation held the lease and gave it up
+  std::string handed_to;  // to this node (a hand-off); empty: set free
+  std::int64_t epoch = 0;
 };
 
 // What lease_agent.switchover answered.
@@ -65,6 +79,9 @@ struct MasterRow {
   std::int64_t epoch = 0;
   double acquired_at_ms = 0;  // the database's clock, ms since the Unix epoch
   std::int64_t lease_left_ms = 0;
+  // False while a lease handed to `node` (a hand-off) has not been renewed by it yet: it
+  // is master from the hand-off's notification on, but has not confirmed it heard it.
+  bool confirmed = true;
 };
 
 // One node as `lease-agent status` shows it.
@@ -90,7 +107,7 @@ struct ClusterStatus {
 };
 
 // The schema version this agent needs (lease_agent.schema_info.version).
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 struct StoreOptions {
   std::string dsn;  // libpq connection string or URI; empty: libpq's environment
@@ -125,17 +142,19 @@ class LeaseStore {
   // connected, or connected without the schema check.
   const std::string& server_life() const { return server_life_; }
 
-  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v4). Throws StoreError;
+  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v5). Throws StoreError;
   // after a lost connection the store is disconnected.
   HeartbeatAnswer heartbeat(const HeartbeatRequest& req);
 
-  // Clean stop: releases the lease if held, marks the node gone. True if released.
-  bool leave();
+  // Clean stop: gives the lease up if held (handed to the next in line when
+  // `may_hand_off`, the election's may_acquire; else set free), marks the node gone.
+  // REQUIRES: this agent stopped acting as master. Throws StoreError.
+  Leave leave(bool may_hand_off);
 
-  // Switchover, the master's step: frees the lease reserved for the requested node
-  // (sql/002_protocol.sql: lease_agent.hand_over). REQUIRES: this agent stopped acting
-  // as master. Throws StoreError.
-  HandOver hand_over();
+  // Switchover, the master's step: gives the lease to the requested node, directly or
+  // free and reserved for it (sql/002_protocol.sql: lease_agent.hand_over; `may_hand_off`
+  // as for leave). REQUIRES: this agent stopped acting as master. Throws StoreError.
+  HandOver hand_over(bool may_hand_off);
 
   // Switchover, the operator's step: asks the master to hand the lease to `to` (empty:
   // the next in line); with `from`, only if that node is the master. Throws
@@ -173,6 +192,7 @@ class LeaseStore {
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Watchdog> watchdog_;
   std::string server_life_;
+  std::string channel_;  // lease_agent.channel(cluster), read at connect
 };
 
 // The SQL files of sql/, embedded at build time, in name order.

@@ -165,7 +165,8 @@ int lease_agent_switchover(const Settings& s, const std::string& to, const std::
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     const MasterRow m = store.master();
-    if (m.node == r.target && m.epoch > r.epoch) {
+    // Handed off: the target is master once it heard it, which its first renewal confirms.
+    if (m.node == r.target && m.epoch > r.epoch && m.confirmed) {
       std::printf("switchover: %s is master of %s at epoch %lld, %.1f ms after the request\n", m.node.c_str(),
                   s.cluster.c_str(), static_cast<long long>(m.epoch), m.acquired_at_ms - r.requested_at_ms);
       return kExitClean;
@@ -173,6 +174,8 @@ int lease_agent_switchover(const Settings& s, const std::string& to, const std::
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
       std::string who = m.node.empty() ? "there is no master now"
+                        : !m.confirmed ? "the lease was handed to " + m.node + " at epoch " + std::to_string(m.epoch) +
+                                             ", which has not renewed it"
                                        : "the master is " + m.node + " at epoch " + std::to_string(m.epoch);
       std::fprintf(stderr, "switchover: %s did not take the lease of %s within %s; %s\n", r.target.c_str(),
                    s.cluster.c_str(), format_duration(timeout).c_str(), who.c_str());

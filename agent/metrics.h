@@ -49,8 +49,9 @@ class AgentMetrics {
     const char* to;
     const char* reason;
   };
-  static constexpr std::array<TransitionKind, 11> kTransitions = {{
+  static constexpr std::array<TransitionKind, 12> kTransitions = {{
       {"master", "free"},        // took a free lease
+      {"master", "handed"},      // handed to this node by the clean stop of the master
       {"master", "expired"},     // took over after watching it unchanged for ttl
       {"master", "switchover"},  // handed over to this node
       {"master", "recovered"},   // renewed a lease of its own it had stopped counting on

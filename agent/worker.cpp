@@ -16,6 +16,16 @@ long long ms_between(TimePoint a, TimePoint b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
 
+// What a notification means to the election.
+Decision on_notice(Election& el, const LeaseNotice& n, TimePoint received) {
+  switch (n.kind) {
+    case LeaseNotice::Kind::switchover: return el.on_switchover_requested(n.epoch, n.target, received);
+    case LeaseNotice::Kind::handed: return el.on_handed(n.version, n.epoch, n.to_me, n.how, received);
+    case LeaseNotice::Kind::free: break;
+  }
+  return el.on_notify(n.version, true, received);
+}
+
 }  // namespace
 
 Worker::Worker(AgentState& state, LeaseStore& store, HookRunner& hooks)
@@ -133,15 +143,15 @@ int Worker::run() {
           const TimePoint received = Clock::now();
           state_.change_all([&](Election& el, TimePoint) {
             std::vector<Decision> out;
-            for (const LeaseNotice& n : notices)
-              out.push_back(n.switchover ? el.on_switchover_requested(received)
-                                         : el.on_notify(n.version, n.free, received));
+            for (const LeaseNotice& n : notices) out.push_back(on_notice(el, n, received));
             return out;
           });
         } catch (const StoreError& e) {
           state_.record_error("notification");
           outage(e.what(), Clock::now());
         }
+        // A switchover request heard: the hand-over is the next round trip.
+        if (state_.read([](const Election& el, TimePoint) { return el.handing_over(); })) hand_over();
       }
       continue;
     }
@@ -162,9 +172,7 @@ int Worker::run() {
       state_.record_round_trip(sent, received);
       const std::vector<Decision> ds = state_.change_all([&](Election& el, TimePoint) {
         std::vector<Decision> out{el.tick(received), el.on_answer(req, a, sent, received)};
-        for (const LeaseNotice& n : notices)
-          out.push_back(n.switchover ? el.on_switchover_requested(received)
-                                     : el.on_notify(n.version, n.free, received));
+        for (const LeaseNotice& n : notices) out.push_back(on_notice(el, n, received));
         return out;
       });
       if (ds.empty()) return kExitClean;  // stopping: the lease, if ours, is released by leave()
@@ -194,20 +202,21 @@ void Worker::hand_over() {
   }
   if (state_.stopping()) {
     // leave() releases the lease (to the next in line; the switchover is abandoned).
-    state_.change([](Election& el, TimePoint now) { return el.on_handed_over(false, "", now); });
+    state_.change([](Election& el, TimePoint now) { return el.on_handed_over(false, "", false, now); });
     return;
   }
   try {
-    const HandOver h = store_.hand_over();
+    const bool may_hand_off = state_.read([](const Election& el, TimePoint now) { return el.may_acquire(now); });
+    const HandOver h = store_.hand_over(may_hand_off);
     state_.change([&](Election& el, TimePoint now) {
-      Decision d = el.on_handed_over(h.handed_over, h.target, now);
+      Decision d = el.on_handed_over(h.handed_over, h.target, h.direct, now);
       d.reason += " (" + std::to_string(ms_between(started, now)) + "ms after the request was heard)";
       return d;
     });
   } catch (const StoreError& e) {
     state_.record_error("switchover");
     state_.change([&](Election& el, TimePoint now) {
-      Decision d = el.on_handed_over(false, "", now);
+      Decision d = el.on_handed_over(false, "", false, now);
       d.reason = std::string("switchover abandoned: the hand-over failed: ") + e.what();
       return d;
     });
@@ -228,9 +237,19 @@ void Worker::leave(bool was_master) {
   }
   try {
     if (!store_.connected()) store_.connect(false);
-    const bool released = store_.leave();
-    state_.log(LogLevel::info, released ? "released the lease and left the cluster" : "left the cluster",
-               {{"event", "leave"}});
+    // A hand-off only over a connection to a server life this agent has seen for ttl
+    // (sql/PROTOCOL.md, "Hand-off"); otherwise the lease is set free.
+    const std::string life = store_.server_life();
+    const bool may_hand_off = state_.read(
+        [&](const Election& el, TimePoint now) { return el.may_acquire(now) && el.server_life() == life; });
+    const Leave l = store_.leave(may_hand_off);
+    if (!l.handed_to.empty())
+      state_.log(LogLevel::info,
+                 "handed the lease to " + l.handed_to + " (epoch " + std::to_string(l.epoch) + ") and left the cluster",
+                 {{"event", "leave"}, {"handed_to", l.handed_to}, {"epoch", static_cast<long long>(l.epoch)}});
+    else
+      state_.log(LogLevel::info, l.released ? "released the lease and left the cluster" : "left the cluster",
+                 {{"event", "leave"}});
   } catch (const StoreError& e) {
     state_.log(LogLevel::warning, std::string("could not leave the cluster cleanly: ") + e.what() +
                                       "; the lease and registration expire after ttl");

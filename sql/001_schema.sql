@@ -19,12 +19,15 @@ CREATE TABLE IF NOT EXISTS lease_agent.node (
     PRIMARY KEY (cluster, node)
 );
 -- Schema 3: the protocol the node's agent speaks (2: no switchover; 3: switchover;
--- 4: strict fencing, server lives).
+-- 4: strict fencing, server lives; 5: hand-off, a channel per cluster).
 ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS protocol integer NOT NULL DEFAULT 2;
 -- Schema 4: when the node left the cluster (a clean stop); null while its process lives.
 -- A node keeps its place in the line (registered_at) for as long as its incarnation
 -- lives, even while its heartbeat lapsed; only a new incarnation joins the back.
 ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS left_at timestamptz;
+-- Schema 5: the line of succession in order, for the next in line that every standby's
+-- heartbeat answers and for the hand-off of a clean stop.
+CREATE INDEX IF NOT EXISTS node_line ON lease_agent.node (cluster, registered_at, node);
 
 -- One row per cluster. holder is null when the lease is free. epoch grows by one at
 -- every acquisition: the fencing token. version changes at every write of the row
@@ -58,6 +61,16 @@ ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS reserved_until timestampt
 -- expired, so the line is not the order in which agents happen to reconnect.
 ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS resumed_at timestamptz;
 ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS silent_since timestamptz;
+-- Schema 5: renewed_at is the last write of the row by its holder (a renewal, an
+-- acquisition, a hand-off) and renew_ms the holder's renew: the next in line times its
+-- heartbeat just after the master's next renewal from them (sql/PROTOCOL.md, "Watching
+-- without notifications"). handed_at/handed_how: the lease was handed to its holder by a
+-- clean stop ('handed') or a switchover ('switchover') of the master before it, and the
+-- holder has not renewed it yet (sql/PROTOCOL.md, "Hand-off").
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS renewed_at timestamptz;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS renew_ms integer;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS handed_at timestamptz;
+ALTER TABLE lease_agent.lease ADD COLUMN IF NOT EXISTS handed_how text;
 
 -- Schema 4: one row per term (an epoch of a cluster's lease), for strict fencing.
 -- assert_master locks the term's row FOR SHARE in the application's transaction; the
@@ -112,14 +125,15 @@ END;
 $$;
 
 -- Schema version the agent checks at start ("schema missing or too old"). Version 3 added
--- switchover, version 4 strict fencing, server lives and the line kept across outages;
--- agents of versions 2 and 3 keep running on it (their heartbeats are kept, see
--- sql/002_protocol.sql).
+-- switchover, version 4 strict fencing, server lives and the line kept across outages,
+-- version 5 the hand-off of a clean stop, a channel per cluster and renewals without
+-- notifications; agents of versions 2, 3 and 4 keep running on it (their heartbeats are
+-- kept, see sql/002_protocol.sql).
 CREATE TABLE IF NOT EXISTS lease_agent.schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
-INSERT INTO lease_agent.schema_info (version) VALUES (4)
+INSERT INTO lease_agent.schema_info (version) VALUES (5)
     ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(lease_agent.schema_info.version, EXCLUDED.version);
 
 -- The master of each cluster: the lease is held and unexpired right now.

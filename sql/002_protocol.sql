@@ -11,8 +11,11 @@
 --      agent has watched unchanged for ttl on its own clock (p_watched_version), and this
 --      node is the first live node by (registered_at, node); a free lease reserved by a
 --      switchover (reserved_for, until reserved_until) goes to that node alone;
---   4. notify channel lease_agent of every change of the lease row
---      ('<version> held <cluster>', or 'free' after a release);
+--   4. schema 4 and before: notify channel lease_agent of every change of the lease row
+--      ('<version> held <cluster>'); schema 5 announces no renewal and no acquisition
+--      (the next in line times its heartbeat after the master's renewals instead:
+--      o_next_in_line, o_renewed_ago_ms, o_holder_renew_ms), only hand-offs, releases
+--      and switchover requests, on the cluster's own channel (lease_agent.channel);
 --   5. answer role, holder, epoch and version; to the master a pending switchover request
 --      (o_switchover_to), to the others a reservation (o_reserved_for, o_reserved_left_ms).
 -- p_epoch is the epoch this agent believes it holds as master, null when standby.
@@ -23,7 +26,8 @@
 -- asynchronous standby) may show an older lease row than a master acted on, and it
 -- began a new life.
 -- (Schema version 1 had no p_may_acquire.) lease_agent.beat is the implementation;
--- lease_agent.heartbeat_v3 is what agents of schema 3 call, lease_agent.heartbeat what
+-- lease_agent.heartbeat_v5 is what agents of schema 5 call, heartbeat_v4 and
+-- heartbeat_v3 what agents of schemas 4 and 3 call, lease_agent.heartbeat what
 -- agents of schema 2 call (kept with its exact signature and columns, so that their
 -- prepared statements go on working across `schema apply`). p_protocol records which.
 DROP FUNCTION IF EXISTS lease_agent.heartbeat(text, text, text, text, integer, bigint, bigint);
@@ -100,15 +104,87 @@ BEGIN
 END;
 $$;
 
+-- The notification channel of a cluster (schema 5): one per cluster, so that an agent's
+-- connection receives its own cluster's notifications only. (PostgreSQL 15 still wakes
+-- every listening backend of the database for every NOTIFY, whatever its channel; that
+-- is why renewals notify nobody, see the top of this file.) A hash: a channel name is an
+-- identifier of at most 63 bytes, a cluster name may be longer.
+CREATE OR REPLACE FUNCTION lease_agent.channel(p_cluster text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'lease_agent.' || left(md5(p_cluster), 24) $$;
+
+-- The notification of schema 5: fields separated by newlines (names hold no control
+-- characters): '<version>\n<kind>\n<cluster>' and, for kind
+--   'handed':     '\n<epoch>\n<holder incarnation>\n<how: handed|switchover>'
+--   'switchover': '\n<target node>\n<epoch of the master asked>'
+--   'free':       nothing more.
+CREATE OR REPLACE FUNCTION lease_agent.announce(p_cluster text, p_version bigint, p_kind text,
+                                                p_more text DEFAULT NULL) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify(lease_agent.channel(p_cluster),
+                     p_version || E'\n' || p_kind || E'\n' || p_cluster
+                     || coalesce(E'\n' || p_more, ''));
+$$;
+
+-- The hand-off (schema 5): the master that stopped acting as master (a clean stop, or a
+-- switchover) gives its lease directly to p_to, in one transaction: it ends its own term
+-- (the fence, as at any acquisition), starts term epoch + 1 for p_to, and notifies
+-- 'handed'. p_to is then master from that notification on, without a round trip of its
+-- own, until the send time of its latest heartbeat that was answered before this commit
+-- + ttl - margin (sql/PROTOCOL.md, "Hand-off"). REQUIRES: the caller holds the lease row
+-- FOR UPDATE, its incarnation is the holder, and its agent has seen the server's life
+-- for ttl; p_to is live and speaks protocol 5. The lease's expires_at is p_to's
+-- registration's (its last heartbeat + its ttl), a bound on its deadline.
+CREATE OR REPLACE FUNCTION lease_agent.hand_off(p_cluster text, p_to text, p_how text,
+                                                OUT o_epoch bigint, OUT o_version bigint,
+                                                OUT o_fence_wait_ms bigint, OUT o_fence_ended integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now  timestamptz := clock_timestamp();
+    l      lease_agent.lease%ROWTYPE;
+    n      lease_agent.node%ROWTYPE;
+BEGIN
+    SELECT * INTO l FROM lease_agent.lease WHERE cluster = p_cluster;
+    SELECT * INTO n FROM lease_agent.node WHERE cluster = p_cluster AND node = p_to;
+    SELECT * INTO o_fence_wait_ms, o_fence_ended
+      FROM lease_agent.end_term(p_cluster, l.epoch, coalesce(l.ttl_ms, 10000) / 10);
+    UPDATE lease_agent.lease
+       SET holder = n.node, holder_incarnation = n.incarnation, epoch = epoch + 1,
+           version = version + 1, acquired_at = v_now, renewed_at = n.heartbeat_at,
+           expires_at = n.expires_at, renew_ms = NULL, handed_at = v_now, handed_how = p_how,
+           switchover_to = NULL, switchover_until = NULL, reserved_for = NULL, reserved_until = NULL
+     WHERE cluster = p_cluster
+    RETURNING epoch, version INTO o_epoch, o_version;
+    INSERT INTO lease_agent.term (cluster, epoch, holder, holder_incarnation, began_at)
+         VALUES (p_cluster, o_epoch, n.node, n.incarnation, v_now)
+    ON CONFLICT (cluster, epoch) DO UPDATE
+        SET holder = EXCLUDED.holder, holder_incarnation = EXCLUDED.holder_incarnation,
+            began_at = EXCLUDED.began_at, ended_at = NULL;
+    PERFORM lease_agent.announce(p_cluster, o_version, 'handed',
+                                 o_epoch || E'\n' || n.incarnation || E'\n' || p_how);
+END;
+$$;
+
+-- The first live node in line after p_except (for a hand-off and for the standbys'
+-- answers): by (registered_at, node), among registrations unexpired and not left.
+CREATE OR REPLACE FUNCTION lease_agent.next_in_line(p_cluster text, p_except text)
+RETURNS lease_agent.node LANGUAGE sql STABLE AS $$
+    SELECT * FROM lease_agent.node nd
+     WHERE nd.cluster = p_cluster AND nd.expires_at > clock_timestamp() AND nd.left_at IS NULL
+       AND nd.node IS DISTINCT FROM p_except
+     ORDER BY nd.registered_at, nd.node LIMIT 1;
+$$;
+
 DROP FUNCTION IF EXISTS lease_agent.beat(integer, text, text, text, text, integer, bigint, bigint, boolean);
 CREATE OR REPLACE FUNCTION lease_agent.beat(
     p_protocol integer, p_cluster text, p_node text, p_incarnation text, p_address text,
-    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean)
+    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean,
+    p_renew_ms integer)
 RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
                o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
                o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text,
                o_acquired_how text, o_switchover_to text, o_reserved_for text,
-               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer)
+               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer,
+               o_next_in_line text, o_renewed_ago_ms bigint, o_holder_renew_ms integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now      timestamptz := clock_timestamp();
@@ -118,6 +194,7 @@ DECLARE
     v_first    text;
     v_mine     boolean;
     v_reserved boolean;
+    v_handed   boolean := false;
 BEGIN
     o_status := 'ok';
     o_acquired := false;
@@ -179,7 +256,14 @@ BEGIN
         IF v_mine AND p_epoch IS DISTINCT FROM l.epoch AND NOT p_may_acquire THEN
             v_mine := false;  -- ours, but no new term yet: the row stays as it is
         ELSIF v_mine THEN
-            IF p_epoch IS DISTINCT FROM l.epoch THEN
+            IF p_epoch IS DISTINCT FROM l.epoch AND l.handed_at IS NOT NULL
+               AND (p_epoch IS NULL OR p_epoch < l.epoch) THEN
+                -- The first heartbeat of the node the lease was handed to, sent before it
+                -- heard the hand-off: its term began with the hand-off (no new epoch).
+                o_acquired := true;
+                o_acquired_how := l.handed_how;
+                v_handed := true;
+            ELSIF p_epoch IS DISTINCT FROM l.epoch THEN
                 SELECT * INTO o_fence_wait_ms, o_fence_ended
                   FROM lease_agent.end_term(p_cluster, l.epoch, p_ttl_ms / 10);
                 l.epoch := l.epoch + 1;
@@ -224,20 +308,25 @@ BEGIN
             UPDATE lease_agent.lease
                SET holder = l.holder, holder_incarnation = l.holder_incarnation, epoch = l.epoch,
                    version = l.version, acquired_at = l.acquired_at, expires_at = l.expires_at,
+                   renewed_at = v_now, renew_ms = p_renew_ms, handed_at = NULL, handed_how = NULL,
                    ttl_ms = p_ttl_ms, switchover_to = l.switchover_to,
                    switchover_until = CASE WHEN l.switchover_to IS NULL THEN NULL ELSE l.switchover_until END,
                    reserved_for = l.reserved_for,
                    reserved_until = CASE WHEN l.reserved_for IS NULL THEN NULL ELSE l.reserved_until END
              WHERE cluster = p_cluster;
-            IF o_acquired THEN
+            IF o_acquired AND NOT v_handed THEN  -- (a hand-off recorded its term)
                 INSERT INTO lease_agent.term (cluster, epoch, holder, holder_incarnation, began_at)
                      VALUES (p_cluster, l.epoch, p_node, p_incarnation, v_now)
                 ON CONFLICT (cluster, epoch) DO UPDATE
                     SET holder = EXCLUDED.holder, holder_incarnation = EXCLUDED.holder_incarnation,
                         began_at = EXCLUDED.began_at, ended_at = NULL;
             END IF;
-            -- 4. every change of the row is announced
-            PERFORM pg_notify('lease_agent', l.version || ' held ' || p_cluster);
+            -- 4. Agents of schema 4 and before hear every write of the row on the shared
+            --    channel. Schema 5 announces renewals and acquisitions to nobody: the next
+            --    in line sees them with the heartbeat it times just after them.
+            IF p_protocol < 5 THEN
+                PERFORM pg_notify('lease_agent', l.version || ' held ' || p_cluster);
+            END IF;
         END IF;
     END IF;
 
@@ -258,11 +347,35 @@ BEGIN
         o_reserved_for := l.reserved_for;
         o_reserved_left_ms := ceil(extract(epoch FROM l.reserved_until - v_now) * 1000)::bigint;
     END IF;
+    IF NOT v_mine AND l.holder IS NOT NULL THEN
+        -- For the standbys: who is next in line, and how long ago the holder last wrote the
+        -- row by the database's clock (for the timing of the next in line's heartbeat only).
+        o_next_in_line := (lease_agent.next_in_line(p_cluster, l.holder)).node;
+        o_renewed_ago_ms := greatest(0, floor(extract(epoch FROM clock_timestamp() - l.renewed_at) * 1000))::bigint;
+        o_holder_renew_ms := l.renew_ms;
+    END IF;
     RETURN NEXT;
 END;
 $$;
 
--- The heartbeat of agents of schema 4: all of beat's columns.
+-- The heartbeat of agents of schema 5: all of beat's columns. p_renew_ms is this agent's
+-- renew, recorded while it holds the lease.
+CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v5(
+    p_cluster text, p_node text, p_incarnation text, p_address text,
+    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean,
+    p_renew_ms integer)
+RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
+               o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
+               o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text,
+               o_acquired_how text, o_switchover_to text, o_reserved_for text,
+               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer,
+               o_next_in_line text, o_renewed_ago_ms bigint, o_holder_renew_ms integer)
+LANGUAGE sql AS $$
+    SELECT * FROM lease_agent.beat(5, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
+                                   p_epoch, p_watched_version, p_may_acquire, p_renew_ms);
+$$;
+
+-- The heartbeat of agents of schema 4, with its signature and columns unchanged.
 CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v4(
     p_cluster text, p_node text, p_incarnation text, p_address text,
     p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean)
@@ -272,8 +385,11 @@ RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
                o_acquired_how text, o_switchover_to text, o_reserved_for text,
                o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer)
 LANGUAGE sql AS $$
-    SELECT * FROM lease_agent.beat(4, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
-                                   p_epoch, p_watched_version, p_may_acquire);
+    SELECT o_status, o_role, o_holder, o_holder_address, o_epoch, o_version, o_acquired,
+           o_first_in_line, o_lease_left_ms, o_db_now_ms, o_detail, o_acquired_how,
+           o_switchover_to, o_reserved_for, o_reserved_left_ms, o_fence_wait_ms, o_fence_ended
+      FROM lease_agent.beat(4, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
+                            p_epoch, p_watched_version, p_may_acquire, NULL);
 $$;
 
 -- The heartbeat of agents of schema 3, with its signature and columns unchanged.
@@ -290,7 +406,7 @@ LANGUAGE sql AS $$
            o_first_in_line, o_lease_left_ms, o_db_now_ms, o_detail, o_acquired_how,
            o_switchover_to, o_reserved_for, o_reserved_left_ms
       FROM lease_agent.beat(3, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
-                            p_epoch, p_watched_version, p_may_acquire);
+                            p_epoch, p_watched_version, p_may_acquire, NULL);
 $$;
 
 -- The heartbeat of agents of schema 2, with its signature and columns unchanged. Such an
@@ -307,30 +423,65 @@ LANGUAGE sql AS $$
     SELECT o_status, o_role, o_holder, o_holder_address, o_epoch, o_version, o_acquired,
            o_first_in_line, o_lease_left_ms, o_db_now_ms, o_detail
       FROM lease_agent.beat(2, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
-                            p_epoch, p_watched_version, p_may_acquire);
+                            p_epoch, p_watched_version, p_may_acquire, NULL);
 $$;
 
--- The clean stop of an agent, after it stopped acting as master: releases the lease if
--- this incarnation holds it (holder null, expiry now, notify) and then marks the node
--- gone (left_at: it gives up its place in the line). Returns true when a lease was released. Idempotent.
-CREATE OR REPLACE FUNCTION lease_agent.leave(p_cluster text, p_node text, p_incarnation text)
-RETURNS boolean LANGUAGE plpgsql AS $$
+-- The clean stop of an agent, after it stopped acting as master (schema 5): if this
+-- incarnation holds the lease, hands it off to the next live node in line (the hand-off
+-- above: that node is master from the notification on), or, when there is none, it
+-- speaks protocol 4 or less, or p_may_hand_off is false, sets it free (holder null,
+-- expiry now, notify 'free', on the cluster's channel and on the shared one of schema 4).
+-- Then marks the node gone (left_at: it gives up its place in the line).
+-- p_may_hand_off: the agent has seen the server's life for ttl (its may_acquire): a
+-- database that lost commits may show this node a lease that another master held in
+-- the lost part, and only a free lease waits for the takers' own ttl there.
+-- Answers whether a lease was given up, to whom it was handed (null: set free) and the
+-- new epoch and version. Idempotent.
+CREATE OR REPLACE FUNCTION lease_agent.leave(p_cluster text, p_node text, p_incarnation text,
+                                             p_may_hand_off boolean)
+RETURNS TABLE (released boolean, handed_to text, epoch bigint, version bigint)
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_now      timestamptz := clock_timestamp();
-    v_version  bigint;
+    v_now   timestamptz := clock_timestamp();
+    l       lease_agent.lease%ROWTYPE;
+    s       lease_agent.node%ROWTYPE;
+    h       record;
 BEGIN
-    UPDATE lease_agent.lease
-       SET holder = NULL, holder_incarnation = NULL, expires_at = v_now, version = version + 1,
-           switchover_to = NULL, switchover_until = NULL
-     WHERE cluster = p_cluster AND holder = p_node AND holder_incarnation = p_incarnation
-    RETURNING version INTO v_version;
+    released := false;
+    SELECT * INTO l FROM lease_agent.lease le
+     WHERE le.cluster = p_cluster AND le.holder = p_node AND le.holder_incarnation = p_incarnation
+       FOR UPDATE;
     IF FOUND THEN
-        PERFORM pg_notify('lease_agent', v_version || ' free ' || p_cluster);
+        released := true;
+        IF p_may_hand_off THEN
+            s := lease_agent.next_in_line(p_cluster, p_node);
+        END IF;
+        IF s.node IS NOT NULL AND s.protocol >= 5 THEN
+            SELECT * INTO h FROM lease_agent.hand_off(p_cluster, s.node, 'handed');
+            handed_to := s.node;
+            epoch := h.o_epoch;
+            version := h.o_version;
+        ELSE
+            UPDATE lease_agent.lease le
+               SET holder = NULL, holder_incarnation = NULL, expires_at = v_now,
+                   version = le.version + 1, switchover_to = NULL, switchover_until = NULL,
+                   handed_at = NULL, handed_how = NULL
+             WHERE le.cluster = p_cluster
+            RETURNING le.epoch, le.version INTO epoch, version;
+            PERFORM pg_notify('lease_agent', version || ' free ' || p_cluster);
+            PERFORM lease_agent.announce(p_cluster, version, 'free');
+        END IF;
     END IF;
     UPDATE lease_agent.node SET expires_at = least(expires_at, v_now), left_at = v_now
      WHERE cluster = p_cluster AND node = p_node AND incarnation = p_incarnation;
-    RETURN v_version IS NOT NULL;
+    RETURN NEXT;
 END;
+$$;
+
+-- The clean stop of agents of schema 4 and before: always a release.
+CREATE OR REPLACE FUNCTION lease_agent.leave(p_cluster text, p_node text, p_incarnation text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT released FROM lease_agent.leave(p_cluster, p_node, p_incarnation, false);
 $$;
 
 -- Switchover, step 1: the request, by an operator (`lease-agent switchover`) or any
@@ -341,7 +492,9 @@ $$;
 --   LA004 the master's agent cannot hand over (protocol 2); LA005 p_from is not the master.
 -- Answers the target, the master and its epoch, and whether a request was made
 -- (false: the target already is the master; nothing changes). The master hears the
--- request at once (notify '<version> switchover <cluster>') and in its next heartbeat.
+-- request at once (the 'switchover' notification on the cluster's channel, which names
+-- the target and the master's epoch; '<version> switchover <cluster>' on the shared one
+-- for agents of schema 4 and before) and in its next heartbeat.
 -- The request lapses after the master's ttl if the master does not act on it.
 CREATE OR REPLACE FUNCTION lease_agent.switchover(p_cluster text, p_to text DEFAULT NULL,
                                                   p_from text DEFAULT NULL)
@@ -402,6 +555,7 @@ BEGIN
            switchover_until = v_now + make_interval(secs => coalesce(l.ttl_ms, 10000) / 1000.0)
      WHERE cluster = p_cluster;
     PERFORM pg_notify('lease_agent', l.version || ' switchover ' || p_cluster);
+    PERFORM lease_agent.announce(p_cluster, l.version, 'switchover', n.node || E'\n' || l.epoch);
     requested := true;
     requested_at := v_now;
     RETURN NEXT;
@@ -409,40 +563,60 @@ END;
 $$;
 
 -- Switchover, step 2: the master, after it stopped acting as master (503, on-demote,
--- handover-delay), frees the lease reserved for the requested node, for ttl: until then
--- only that node may take it (at once: notify '<version> free <cluster>'); after that
--- the first in line, as after any release. Also renews the node's heartbeat. Answers
--- whether the lease was handed over and to whom; nothing changes (false) when this
--- incarnation does not hold the lease, no request stands, or its target is gone: the
--- master then takes a new term of its own lease at its next heartbeat.
+-- handover-delay), gives the lease to the requested node. Schema 5: a target of
+-- protocol 5, when p_may_hand_off (as for leave), gets it by the hand-off above, at
+-- once and without a round trip of its own (direct). Otherwise the lease is set free,
+-- reserved for the target for ttl: until then only that node may take it (at once:
+-- notify 'free'); after that the first in line, as after any release. Also renews the
+-- node's heartbeat. Answers whether the lease was handed over, to whom, and how;
+-- nothing changes (false) when this incarnation does not hold the lease, no request
+-- stands, or its target is gone: the master then takes a new term of its own lease at
+-- its next heartbeat.
 CREATE OR REPLACE FUNCTION lease_agent.hand_over(p_cluster text, p_node text, p_incarnation text,
-                                                 p_ttl_ms integer)
-RETURNS TABLE (handed_over boolean, target text, version bigint)
+                                                 p_ttl_ms integer, p_may_hand_off boolean)
+RETURNS TABLE (handed_over boolean, target text, version bigint, direct boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now  timestamptz := clock_timestamp();
     v_ttl  interval := make_interval(secs => p_ttl_ms / 1000.0);
     l      lease_agent.lease%ROWTYPE;
+    t      lease_agent.node%ROWTYPE;
 BEGIN
     UPDATE lease_agent.node SET heartbeat_at = v_now, expires_at = v_now + v_ttl
      WHERE cluster = p_cluster AND node = p_node AND incarnation = p_incarnation;
     SELECT * INTO l FROM lease_agent.lease le WHERE le.cluster = p_cluster FOR UPDATE;
     handed_over := false;
+    direct := false;
     target := l.switchover_to;
     version := l.version;
-    IF FOUND AND l.holder = p_node AND l.holder_incarnation = p_incarnation
-       AND l.switchover_to IS NOT NULL AND l.switchover_until > v_now
-       AND EXISTS (SELECT 1 FROM lease_agent.node nd WHERE nd.cluster = p_cluster
-                      AND nd.node = l.switchover_to AND nd.expires_at > v_now) THEN
-        UPDATE lease_agent.lease le
-           SET holder = NULL, holder_incarnation = NULL, expires_at = v_now, version = le.version + 1,
-               reserved_for = l.switchover_to, reserved_until = v_now + v_ttl,
-               switchover_to = NULL, switchover_until = NULL
-         WHERE le.cluster = p_cluster
-        RETURNING le.version INTO version;
-        PERFORM pg_notify('lease_agent', version || ' free ' || p_cluster);
+    SELECT * INTO t FROM lease_agent.node nd
+     WHERE nd.cluster = p_cluster AND nd.node = l.switchover_to AND nd.expires_at > v_now;
+    IF l.holder = p_node AND l.holder_incarnation = p_incarnation
+       AND l.switchover_to IS NOT NULL AND l.switchover_until > v_now AND t.node IS NOT NULL THEN
+        IF p_may_hand_off AND t.protocol >= 5 THEN
+            SELECT o_version INTO version FROM lease_agent.hand_off(p_cluster, t.node, 'switchover');
+            direct := true;
+        ELSE
+            UPDATE lease_agent.lease le
+               SET holder = NULL, holder_incarnation = NULL, expires_at = v_now, version = le.version + 1,
+                   reserved_for = l.switchover_to, reserved_until = v_now + v_ttl,
+                   switchover_to = NULL, switchover_until = NULL
+             WHERE le.cluster = p_cluster
+            RETURNING le.version INTO version;
+            PERFORM pg_notify('lease_agent', version || ' free ' || p_cluster);
+            PERFORM lease_agent.announce(p_cluster, version, 'free');
+        END IF;
         handed_over := true;
     END IF;
     RETURN NEXT;
 END;
+$$;
+
+-- The hand-over of agents of schema 4 and before: always the reservation.
+CREATE OR REPLACE FUNCTION lease_agent.hand_over(p_cluster text, p_node text, p_incarnation text,
+                                                 p_ttl_ms integer)
+RETURNS TABLE (handed_over boolean, target text, version bigint)
+LANGUAGE sql AS $$
+    SELECT h.handed_over, h.target, h.version
+      FROM lease_agent.hand_over(p_cluster, p_node, p_incarnation, p_ttl_ms, false) h;
 $$;

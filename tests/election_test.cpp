@@ -1,5 +1,6 @@
 // The election state machine with a fake store and a fake clock.
 #include "election.h"
+#include "lease_store.h"  // LeaseNotice
 
 #include <catch2/catch.hpp>
 #include <map>
@@ -50,13 +51,18 @@ class FakeStore {
     if (mine && req.epoch != epoch && !req.may_acquire) {
       // ours, but no new term yet: nothing changes
     } else if (mine) {
-      if (req.epoch != epoch) {
+      if (req.epoch != epoch && !handed_how.empty() && (!req.epoch || *req.epoch < epoch)) {
+        a.acquired = true;  // the first heartbeat of the node the lease was handed to
+        a.acquired_how = handed_how;
+      } else if (req.epoch != epoch) {
         ++epoch;
         a.acquired = true;
         a.acquired_how = "recovered";
         switchover_to.clear();
       }
       ++version;
+      renewed_at = clock_.now;
+      handed_how.clear();
     } else if (req.may_acquire && (holder.empty() || (req.watched_version && *req.watched_version == version))) {
       a.first_in_line = reserved ? reserved_for : first_in_line();
       if (a.first_in_line == node) {
@@ -68,6 +74,8 @@ class FakeStore {
         a.acquired = true;
         switchover_to.clear();
         reserved_for.clear();
+        renewed_at = clock_.now;
+        handed_how.clear();
       }
     }
     if (holder == node && holder_incarnation == incarnation) a.switchover_to = switchover_to;
@@ -79,32 +87,63 @@ class FakeStore {
     a.holder = holder;
     a.epoch = epoch;
     a.version = version;
+    if (!holder.empty() && !a.holder_is_me) {
+      a.next_in_line_is_me = first_in_line(holder) == node;
+      a.renewed_ago_ms = std::chrono::duration_cast<milliseconds>(clock_.now - renewed_at).count();
+      a.holder_renew_ms = kTiming.renew.count();
+    }
     return a;
   }
 
-  void leave(const std::string& node, const std::string& incarnation) {
+  // A clean stop (lease_agent.leave): hands the lease to the next live node in line when
+  // hand-offs are on (schema 5) and `may_hand_off`, else sets it free.
+  void leave(const std::string& node, const std::string& incarnation, bool may_hand_off = true) {
     if (holder == node && holder_incarnation == incarnation) {
-      holder.clear();
-      holder_incarnation.clear();
-      ++version;
+      const std::string next = first_in_line(node);
+      if (hand_offs && may_hand_off && !next.empty()) {
+        hand_off(next, "handed");
+      } else {
+        holder.clear();
+        holder_incarnation.clear();
+        ++version;
+        notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", ""});
+      }
     }
     nodes_[node].heartbeat = clock_.now - kTiming.ttl;
   }
 
   // Switchover (sql/002_protocol.sql: lease_agent.switchover and hand_over).
-  void request_switchover(const std::string& to) { switchover_to = to; }
+  void request_switchover(const std::string& to) {
+    switchover_to = to;
+    notices.push_back(Notice{LeaseNotice::Kind::switchover, version, epoch, "", "", to});
+  }
   bool hand_over(const std::string& node, const std::string& incarnation) {
     if (holder != node || holder_incarnation != incarnation || switchover_to.empty()) return false;
     auto it = nodes_.find(switchover_to);
     if (it == nodes_.end() || !live(it->second)) return false;
+    if (hand_offs) {
+      hand_off(switchover_to, "switchover");
+      return true;
+    }
     holder.clear();
     holder_incarnation.clear();
     ++version;
     reserved_for = switchover_to;
     reserved_until = clock_.now + kTiming.ttl;
     switchover_to.clear();
+    notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", ""});
     return true;
   }
+
+  // A notification (lease_agent.announce) for every agent to hear.
+  struct Notice {
+    LeaseNotice::Kind kind;
+    std::int64_t version, epoch;
+    std::string incarnation, how, target;
+  };
+  std::vector<Notice> notices;
+  bool hand_offs = true;   // false: the store of schema 4 (release, reservation)
+  TimePoint renewed_at{};  // the holder's last write of the row
 
   std::string holder, holder_incarnation;
   std::int64_t epoch = 0, version = 0;
@@ -112,6 +151,7 @@ class FakeStore {
   // The server's life (lease_agent.server_life()): a crash that loses commits makes a new one.
   std::string life = "life-1";
   TimePoint reserved_until{};
+  std::string handed_how;  // handed to the holder, which has not renewed yet
 
   // The lease row, to take it back to as a crash that loses commits does.
   struct Row {
@@ -135,11 +175,23 @@ class FakeStore {
     int beats;
   };
   bool live(const Node& n) const { return clock_.now - n.heartbeat < kTiming.ttl; }
-  std::string first_in_line() const {
+  // lease_agent.hand_off: the lease goes to `to` in the master's own transaction.
+  void hand_off(const std::string& to, const std::string& how) {
+    holder = to;
+    holder_incarnation = nodes_[to].incarnation;
+    ++epoch;
+    ++version;
+    renewed_at = nodes_[to].heartbeat;
+    handed_how = how;
+    switchover_to.clear();
+    reserved_for.clear();
+    notices.push_back(Notice{LeaseNotice::Kind::handed, version, epoch, holder_incarnation, how, ""});
+  }
+  std::string first_in_line(const std::string& except = "") const {
     std::string best;
     int order = 0;
     for (const auto& [name, n] : nodes_)
-      if (live(n) && (best.empty() || n.registered < order)) {
+      if (name != except && live(n) && (best.empty() || n.registered < order)) {
         best = name;
         order = n.registered;
       }
@@ -175,8 +227,25 @@ struct FakeAgent {
   // The daemon's hand-over after a demotion for a switchover (here without on-demote
   // and with no handover-delay).
   Decision hand_over() {
+    const std::string target = store.switchover_to;
     const bool done = store.hand_over(name, incarnation);
-    return election.on_handed_over(done, store.reserved_for, clock.now);
+    return election.on_handed_over(done, target, done && store.hand_offs, clock.now);
+  }
+  // A notification, as the worker hands it to the election.
+  Decision hear(const FakeStore::Notice& n) {
+    switch (n.kind) {
+      case LeaseNotice::Kind::switchover: return election.on_switchover_requested(n.epoch, n.target, clock.now);
+      case LeaseNotice::Kind::handed:
+        return election.on_handed(n.version, n.epoch, n.incarnation == incarnation, n.how, clock.now);
+      case LeaseNotice::Kind::free: break;
+    }
+    return election.on_notify(n.version, true, clock.now);
+  }
+  // The clean stop: resign, then leave.
+  void stop() {
+    election.resign(clock.now);
+    store.leave(name, incarnation, election.may_acquire(clock.now));
+    alive = false;
   }
 
   std::string name, incarnation;
@@ -186,12 +255,24 @@ struct FakeAgent {
   bool alive = true;
 };
 
-// Runs every live agent's due heartbeats and deadlines, in steps of `step`, for `d`.
+// Delivers the store's pending notifications to every live agent.
+void deliver(const std::vector<FakeAgent*>& agents) {
+  if (agents.empty()) return;
+  std::vector<FakeStore::Notice> pending;
+  pending.swap(agents.front()->store.notices);
+  for (const auto& n : pending)
+    for (FakeAgent* a : agents)
+      if (a->alive) a->hear(n);
+}
+
+// Runs every live agent's due heartbeats and deadlines, in steps of `step`, for `d`,
+// delivering notifications at each step.
 void run_for(std::vector<FakeAgent*> agents, FakeClock& clock, milliseconds d,
              milliseconds step = milliseconds(10)) {
   for (milliseconds t(0); t < d; t += step) {
     clock.advance(step);
     int masters = 0;
+    deliver(agents);
     for (FakeAgent* a : agents) {
       if (!a->alive) continue;
       a->election.tick(clock.now);
@@ -346,8 +427,9 @@ TEST_CASE("a renewal that slips in makes a takeover fail", "[election]") {
   CHECK(d.transition == Transition::none);
   CHECK_FALSE(n2.master());
   CHECK(store.holder == "n1");
-  // n2 watches the new version afresh: not before another ttl.
-  CHECK(n2.election.next_heartbeat() <= clock.now + kTiming.renew);
+  // n2 watches the new version afresh: not before another ttl. (As next in line it looks
+  // again just after n1's next renewal, a slack of 5 ms after it.)
+  CHECK(n2.election.next_heartbeat() <= clock.now + kTiming.renew + milliseconds(5));
   CHECK_FALSE(n2.election.request(clock.now + kTiming.ttl - milliseconds(1)).watched_version);
   CHECK(n2.election.request(clock.now + kTiming.ttl).watched_version == a.version);
 }
@@ -370,9 +452,10 @@ TEST_CASE("notifications restart the watch; stale ones are ignored", "[election]
   CHECK(e.request(t + milliseconds(2400)).watched_version == 11);
 }
 
-TEST_CASE("a release wakes the standby at once and the first in line takes it", "[election]") {
+TEST_CASE("a release (no hand-off: schema 4, or a life not yet ttl old) wakes the standbys; the first in line takes it", "[election]") {
   FakeClock clock;
   FakeStore store(clock);
+  store.hand_offs = false;
   FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
   REQUIRE(n1.beat().transition == Transition::promote);
   n2.beat();
@@ -382,8 +465,7 @@ TEST_CASE("a release wakes the standby at once and the first in line takes it", 
   CHECK_FALSE(n1.master());
   store.leave("n1", "n1-1");
   n1.alive = false;
-  n2.election.on_notify(store.version, true, clock.now);
-  n3.election.on_notify(store.version, true, clock.now);
+  deliver({&n1, &n2, &n3});
   CHECK(n2.election.next_heartbeat() <= clock.now);
   CHECK(n3.election.next_heartbeat() <= clock.now);
   const Decision d3 = n3.beat();  // n3 asks first but is not first in line
@@ -393,6 +475,223 @@ TEST_CASE("a release wakes the standby at once and the first in line takes it", 
   CHECK(d2.transition == Transition::promote);
   CHECK(d2.reason.find("free") != std::string::npos);
   CHECK(store.epoch == 2);
+}
+
+TEST_CASE("a clean stop hands the lease to the next in line: master from the notification on, no round trip", "[election][handoff]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  n3.beat();
+  const TimePoint n2_sent = clock.now;  // n2's latest answered heartbeat
+  clock.advance(milliseconds(100));
+  const TimePoint n3_due = n3.election.next_heartbeat();
+  n1.stop();
+  CHECK(store.holder == "n2");  // in the leave's own transaction
+  CHECK(store.epoch == 2);
+  REQUIRE(store.notices.size() == 1);
+  const Decision d2 = n2.hear(store.notices[0]);
+  const Decision d3 = n3.hear(store.notices[0]);
+  store.notices.clear();
+  CHECK(d2.transition == Transition::promote);
+  CHECK(d2.cause == "handed");
+  CHECK(d2.epoch == 2);
+  CHECK(n2.master());
+  // Its deadline counts from its heartbeat sent before the hand-off.
+  CHECK(n2.election.deadline() == n2_sent + kTiming.ttl - kTiming.margin());
+  // Only the next in line acts: n3 notes the version and keeps its pace.
+  CHECK(d3.transition == Transition::none);
+  CHECK(n3.election.next_heartbeat() == n3_due);
+  CHECK_FALSE(n3.master());
+  // n2 renews at once, at the epoch it was handed (no new term).
+  CHECK(n2.election.next_heartbeat() <= clock.now);
+  const Decision r = n2.beat();
+  CHECK(r.transition == Transition::none);
+  CHECK(store.epoch == 2);
+  CHECK(n2.election.deadline() == clock.now + kTiming.ttl - kTiming.margin());
+}
+
+TEST_CASE("a hand-off is never a second master: its holder's deadline ends before another standby may take over", "[election][handoff]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  run_for({&n1, &n2, &n3}, clock, milliseconds(1000));
+  REQUIRE(n1.master());
+  n1.stop();
+  deliver({&n1, &n2, &n3});
+  REQUIRE(n2.master());
+  n2.alive = false;  // froze right after it heard the hand-off: it never renews
+  const TimePoint n2_end = n2.election.deadline();
+  std::optional<TimePoint> n3_master;
+  for (int i = 0; i < 400 && !n3_master; ++i) {
+    run_for({&n1, &n2, &n3}, clock, milliseconds(10));  // REQUIREs one master at most
+    if (n3.master()) n3_master = clock.now;
+  }
+  REQUIRE(n3_master);
+  CHECK(*n3_master > n2_end);
+  CHECK(store.epoch == 3);
+}
+
+TEST_CASE("a node whose hand-off notification was lost takes its term with its next heartbeat, at the same epoch", "[election][handoff]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  clock.advance(milliseconds(100));
+  n1.stop();
+  store.notices.clear();  // lost
+  CHECK_FALSE(n2.master());
+  clock.now = n2.election.next_heartbeat();
+  const Decision d = n2.beat();
+  CHECK(d.transition == Transition::promote);
+  CHECK(d.cause == "handed");
+  CHECK(d.reason.find("clean stop") != std::string::npos);
+  CHECK(store.epoch == 2);  // the hand-off's term, not a new one
+}
+
+TEST_CASE("a hand-off is counted from an answer that read the row before it, or not at all", "[election][handoff]") {
+  const TimePoint t = TimePoint(std::chrono::hours(1));
+  HeartbeatAnswer a;
+  a.holder = "n1";
+  a.epoch = 3;
+  a.version = 40;
+  SECTION("an answer at the hand-off's version or later was read after it") {
+    Election e(kTiming);
+    e.on_connected(t - kTiming.ttl, "L1");
+    e.on_answer(e.request(t), a, t, t);
+    const Decision d = e.on_handed(40, 4, true, "handed", t + milliseconds(5));
+    CHECK(d.transition == Transition::none);
+    CHECK_FALSE(e.is_master(t + milliseconds(5)));
+    CHECK(e.next_heartbeat() <= t + milliseconds(5));  // renewing first
+  }
+  SECTION("an answer too old to count from") {
+    Election e(kTiming);
+    e.on_connected(t - kTiming.ttl, "L1");
+    e.on_answer(e.request(t), a, t, t);
+    const TimePoint late = t + kTiming.ttl - kTiming.margin();
+    const Decision d = e.on_handed(41, 4, true, "handed", late);
+    CHECK(d.transition == Transition::none);
+    CHECK(d.reason.find("too old") != std::string::npos);
+    CHECK(e.next_heartbeat() <= late);
+  }
+  SECTION("no answer yet") {
+    Election e(kTiming);
+    e.on_connected(t, "L1");
+    CHECK(e.on_handed(41, 4, true, "handed", t).transition == Transition::none);
+  }
+  SECTION("an answer of an earlier server life was read before anything in this one") {
+    Election e(kTiming);
+    e.on_connected(t - kTiming.ttl, "L1");
+    e.on_answer(e.request(t), a, t, t);
+    e.on_connected(t + milliseconds(100), "L2");
+    const Decision d = e.on_handed(7, 4, true, "switchover", t + milliseconds(200));
+    CHECK(d.transition == Transition::promote);
+    CHECK(d.cause == "switchover");
+    CHECK(e.deadline() == t + kTiming.ttl - kTiming.margin());
+  }
+}
+
+TEST_CASE("the next in line heartbeats just after each renewal of the master; the others at their own pace", "[election][watch]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  clock.advance(milliseconds(230));  // out of phase with the master
+  FakeAgent n2("n2", store, clock), n3("n3", store, clock);
+  n2.beat();
+  clock.advance(milliseconds(70));
+  n3.beat();
+  // Step 1 ms: record when each version was written and when n2 and n3 first saw it.
+  std::map<std::int64_t, TimePoint> written, seen2, seen3;
+  int beats2 = 0, beats3 = 0;
+  const TimePoint start = clock.now;
+  for (int i = 0; i < 5000; ++i) {
+    clock.advance(milliseconds(1));
+    if (auto d = n1.beat_if_due()) written.emplace(store.version, clock.now);
+    if (n2.beat_if_due()) {
+      ++beats2;
+      seen2.emplace(store.version, clock.now);
+    }
+    if (n3.beat_if_due()) {
+      ++beats3;
+      seen3.emplace(store.version, clock.now);
+    }
+  }
+  const double renews = static_cast<double>((clock.now - start) / kTiming.renew);
+  // n2 sees every renewal within its slack (5 ms at renew 500 ms), with one heartbeat per renew.
+  int late2 = 0, late3 = 0;
+  for (const auto& [v, w] : written) {
+    if (seen2.count(v) && seen2[v] - w > milliseconds(6)) ++late2;
+    if (seen3.count(v) && seen3[v] - w > milliseconds(6)) ++late3;
+  }
+  CHECK(written.size() >= 9);
+  CHECK(late2 == 0);
+  CHECK(seen2.size() >= written.size() - 1);
+  CHECK(beats2 <= renews + 1);
+  CHECK(late3 > 0);  // not the next in line: it sees them at its own pace
+  CHECK(beats3 <= renews + 1);
+}
+
+TEST_CASE("a kill out of phase with the next in line: the takeover is still ttl after the last renewal", "[election][watch]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  clock.advance(milliseconds(300));
+  FakeAgent n2("n2", store, clock);
+  n2.beat();
+  for (int i = 0; i < 1600; ++i) {  // 1.6 s in step; n1's last renewal just before the kill
+    clock.advance(milliseconds(1));
+    n1.beat_if_due();
+    n2.beat_if_due();
+  }
+  // Kill n1 right after its next renewal.
+  while (!n1.beat_if_due()) {
+    clock.advance(milliseconds(1));
+    n2.beat_if_due();
+  }
+  const TimePoint killed = clock.now;
+  n1.alive = false;
+  std::optional<TimePoint> promoted;
+  for (int i = 0; i < 3000 && !promoted; ++i) {
+    clock.advance(milliseconds(1));
+    if (auto d = n2.beat_if_due(); d && d->transition == Transition::promote) promoted = clock.now;
+  }
+  REQUIRE(promoted);
+  CHECK(*promoted - killed >= kTiming.ttl);
+  CHECK(*promoted - killed <= kTiming.ttl + milliseconds(7));  // not ttl + up to renew
+}
+
+TEST_CASE("an overdue renewal is looked for again after 1, 2, 4 and 8 slacks, then at the regular pace", "[election][watch]") {
+  Election e(kTiming);
+  TimePoint t = TimePoint(std::chrono::hours(1));
+  e.on_connected(t - kTiming.ttl, "L1");
+  HeartbeatAnswer a;
+  a.holder = "n1";
+  a.epoch = 1;
+  a.version = 5;
+  a.next_in_line_is_me = true;
+  a.holder_renew_ms = 500;
+  a.renewed_ago_ms = 100;
+  e.on_answer(e.request(t), a, t, t);
+  CHECK(e.next_heartbeat() == t + milliseconds(400 + 5));  // just after the next renewal
+  // The renewal does not come (the master is slow or gone).
+  std::vector<long long> gaps;
+  for (int i = 0; i < 6; ++i) {
+    const TimePoint sent = e.next_heartbeat();
+    a.renewed_ago_ms = std::chrono::duration_cast<milliseconds>(sent - (t - milliseconds(100))).count();
+    e.on_answer(e.request(sent), a, sent, sent);
+    gaps.push_back(std::chrono::duration_cast<milliseconds>(e.next_heartbeat() - sent).count());
+  }
+  CHECK(gaps == std::vector<long long>{5, 10, 20, 40, 500, 500});
+  // A new version starts the timing afresh.
+  const TimePoint sent = e.next_heartbeat();
+  a.version = 6;
+  a.renewed_ago_ms = 1;
+  e.on_answer(e.request(sent), a, sent, sent);
+  CHECK(e.next_heartbeat() == sent + milliseconds(499 + 5));
 }
 
 TEST_CASE("succession follows registration order, again and again", "[election]") {
@@ -709,11 +1008,11 @@ TEST_CASE("a switchover: the master stops first, then hands over; the target tak
   n2.beat();
   n3.beat();
   clock.advance(milliseconds(100));
+  store.hand_offs = false;  // the reservation (a target of schema 4)
   store.request_switchover("n3");
+  store.notices.clear();
 
-  // The master hears the request and asks at once; the answer names the target.
-  n1.election.on_switchover_requested(clock.now);
-  REQUIRE(n1.election.next_heartbeat() <= clock.now);
+  // The answer of a heartbeat names the target (a missed notification).
   const Decision d = n1.beat();
   CHECK(d.transition == Transition::demote);
   CHECK(d.hand_over);
@@ -733,8 +1032,7 @@ TEST_CASE("a switchover: the master stops first, then hands over; the target tak
   CHECK(store.holder.empty());
 
   // The others hear the release; n2 is first in line but the lease is n3's alone.
-  n2.election.on_notify(store.version, true, clock.now);
-  n3.election.on_notify(store.version, true, clock.now);
+  deliver({&n1, &n2, &n3});
   const Decision d2 = n2.beat();
   CHECK(d2.transition == Transition::none);
   CHECK(d2.reason.find("reserved for n3") != std::string::npos);
@@ -751,15 +1049,47 @@ TEST_CASE("a switchover: the master stops first, then hands over; the target tak
   CHECK(store.holder == "n3");
 }
 
-TEST_CASE("a switchover to a target that dies: the reservation lapses after ttl, then the first in line", "[election][switchover]") {
+TEST_CASE("a switchover heard by notification: the master steps down at once, the target is master from the hand-off", "[election][switchover]") {
   FakeClock clock;
   FakeStore store(clock);
   FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
   REQUIRE(n1.beat().transition == Transition::promote);
   n2.beat();
   n3.beat();
+  clock.advance(milliseconds(100));
+  store.request_switchover("n3");
+  REQUIRE(store.notices.size() == 1);
+  const Decision d = n1.hear(store.notices[0]);  // no heartbeat first
+  CHECK(n2.hear(store.notices[0]).transition == Transition::none);
+  store.notices.clear();
+  CHECK(d.transition == Transition::demote);
+  CHECK(d.hand_over);
+  CHECK(d.cause == "switchover");
+  CHECK_FALSE(n1.master());
+  const Decision h = n1.hand_over();
+  CHECK(h.reason.find("master from the hand-off on") != std::string::npos);
+  CHECK(store.holder == "n3");
+  CHECK(store.epoch == 2);
+  deliver({&n1, &n2, &n3});
+  CHECK(n3.master());
+  CHECK_FALSE(n2.master());
+  CHECK_FALSE(n1.master());
+  // A request heard for an epoch that is not the master's own changes nothing.
+  store.notices.push_back(FakeStore::Notice{LeaseNotice::Kind::switchover, store.version, 1, "", "", "n1"});
+  CHECK(n3.hear(store.notices[0]).transition == Transition::none);
+  CHECK(n3.master());
+}
+
+TEST_CASE("a switchover to a target that dies: the reservation lapses after ttl, then the first in line", "[election][switchover]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  store.hand_offs = false;
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
+  REQUIRE(n1.beat().transition == Transition::promote);
+  n2.beat();
+  n3.beat();
   store.request_switchover("n2");
-  n1.election.on_switchover_requested(clock.now);
+  store.notices.clear();
   REQUIRE(n1.beat().hand_over);
   REQUIRE(n1.hand_over().reason.find("handed the lease over to n2") != std::string::npos);
   n2.alive = false;  // it froze or died before it took the lease
@@ -785,8 +1115,8 @@ TEST_CASE("a switchover whose target went away: the master keeps the lease as a 
   REQUIRE(n1.beat().transition == Transition::promote);
   n2.beat();
   store.request_switchover("n2");
-  n1.election.on_switchover_requested(clock.now);
-  REQUIRE(n1.beat().hand_over);
+  REQUIRE(n1.hear(store.notices[0]).hand_over);
+  store.notices.clear();
   clock.advance(kTiming.ttl);  // n2's registration expires before the hand-over
   n2.alive = false;
   const Decision h = n1.hand_over();
@@ -805,7 +1135,7 @@ TEST_CASE("a switchover requested of a standby changes nothing there", "[electio
   REQUIRE(n1.beat().transition == Transition::promote);
   n2.beat();
   const TimePoint due = n2.election.next_heartbeat();
-  const Decision d = n2.election.on_switchover_requested(clock.now);
+  const Decision d = n2.election.on_switchover_requested(1, "n2", clock.now);
   CHECK(d.transition == Transition::none);
   CHECK(n2.election.next_heartbeat() == due);
 }

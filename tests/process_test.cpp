@@ -159,7 +159,7 @@ TEST_CASE("kill -9 of the master: the second takes over, the third stays standby
 // ---------------------------------------------------------------------------
 // 4. Clean stop of the master.
 
-TEST_CASE("SIGTERM of the master: it releases, the next takes over at once, its registration is kept",
+TEST_CASE("SIGTERM of the master: it hands the lease to the next in line, its registration is kept",
           "[process]") {
   Cluster c("proc-sigterm");
   Three t(c);
@@ -172,11 +172,13 @@ TEST_CASE("SIGTERM of the master: it releases, the next takes over at once, its 
 
   const std::string old_log = t.n1.log();
   INFO("n1 log:\n" << old_log);
-  CHECK(contains(old_log, "released the lease"));
-  // n2 took a released (free) lease, not one it watched expire.
+  CHECK(contains(old_log, "handed the lease to n2 (epoch 2) and left the cluster"));
+  // n2 was handed the lease in n1's own transaction: master from the notification on.
   const std::string new_log = t.n2.log();
   INFO("n2 log:\n" << new_log);
-  CHECK(contains(new_log, "acquired the lease at epoch 2 (it was free)"));
+  CHECK(contains(new_log, "acquired the lease at epoch 2 (handed to this node by the clean stop of the master"));
+  // n3 did nothing but note the new version: its log has no line about it.
+  CHECK_FALSE(contains(t.n3.log(), "released"));
 
   // The registration is kept, shown as gone.
   CHECK(c.query("SELECT count(*) FROM lease_agent.node WHERE cluster = " + sql_quote(c.name()) +
@@ -804,10 +806,11 @@ TEST_CASE("switchover to a node that froze: exit 3 at --timeout, and a master ag
   INFO("stdout: " << r.out << "\nstderr: " << r.err << "\n" << c.logs());
   CHECK(r.exit == 3);
   require_one_line_naming(r, "switchover: n2 did not take the lease of " + c.name() + " within 1s");
-  // The reservation lapses ttl after the hand-over: then the first in line (n1, whose
-  // process lives on) takes the free lease as after any release. n2 never answers 200.
+  // The lease was handed to n2 (epoch 2), which never renews it: ttl after the hand-off
+  // the first in line (n1, whose process lives on) takes it over as after a crash
+  // (epoch 3). n2 never answers 200.
   wait_master(c, t.n1, {&t.n1, &t.n3}, {}, {});
-  CHECK(c.master_row().epoch == 2);
+  CHECK(c.master_row().epoch == 3);
   t.n2.signal(SIGCONT);
   c.hold_for("n2 to stay a standby after it resumed", Ms(500), [&] { return t.n2.get("/master") != 200; });
 }
@@ -828,7 +831,7 @@ TEST_CASE("handover-delay: on a clean stop the master answers 503 that long befo
   CHECK(t.n1.wait_exit() == 0);
   const std::string log = t.n1.log();
   INFO(log);
-  CHECK(contains(log, "released the lease"));
+  CHECK(contains(log, "handed the lease to n2"));
 }
 
 TEST_CASE("a master that finds its node name taken by another live agent runs on-demote, then exits 3",

@@ -204,26 +204,71 @@ TEST_CASE("succession goes to the first live node by registration, among three",
   CHECK(u3.epoch == 3);
 }
 
-TEST_CASE("a release notifies, and the first in line takes the free lease at once", "[store]") {
+TEST_CASE("a clean stop hands the lease to the next in line and says so; renewals notify nobody", "[store][handoff]") {
+  const std::string c = unique_cluster("handoff");
+  auto n1 = make_store(c, "n1");
+  auto n2 = make_store(c, "n2", "", /*listen=*/true);
+  auto n3 = make_store(c, "n3", "", /*listen=*/true);
+  const HeartbeatAnswer a = n1->heartbeat(standby());
+  REQUIRE(a.holder_is_me);
+  n2->heartbeat(standby());
+  const HeartbeatAnswer s3 = n3->heartbeat(standby());
+  // The standbys' answers: who is next in line, and how long ago the master wrote the row.
+  CHECK_FALSE(s3.next_in_line_is_me);
+  const HeartbeatAnswer s2 = n2->heartbeat(standby());
+  CHECK(s2.next_in_line_is_me);
+  CHECK(s2.renewed_ago_ms >= 0);
+  CHECK(s2.renewed_ago_ms < 2000);
+  const HeartbeatAnswer r = n1->heartbeat(as_master(a.epoch));
+  CHECK(n3->heartbeat(standby()).holder_renew_ms == 500);  // the master's renew
+  // The clean stop: the lease goes to n2 in the leave's own transaction.
+  const Leave l = n1->leave(true);
+  CHECK(l.released);
+  CHECK(l.handed_to == "n2");
+  CHECK(l.epoch == a.epoch + 1);
+  CHECK(query_value("SELECT node || ' ' || epoch FROM lease_agent.master WHERE cluster = '" + c + "'") ==
+        "n2 " + std::to_string(a.epoch + 1));
+  CHECK_NOTHROW(query_value("SELECT lease_agent.assert_master('" + c + "', 'n2', " + std::to_string(a.epoch + 1) + ")"));
+  // Notifications come in commit order: the first each listener gets is the hand-off, so
+  // the renewal and the acquisition before it notified nobody.
+  std::vector<LeaseNotice> got2 = await_notices(*n2);
+  std::vector<LeaseNotice> got3 = await_notices(*n3);
+  REQUIRE(got2.size() == 1);
+  REQUIRE(got3.size() == 1);
+  CHECK(got2[0].kind == LeaseNotice::Kind::handed);
+  CHECK(got2[0].to_me);
+  CHECK(got2[0].epoch == a.epoch + 1);
+  CHECK(got2[0].how == "handed");
+  CHECK(got2[0].version == r.version + 1);
+  CHECK_FALSE(got3[0].to_me);
+  // n2's first heartbeat, sent as if it had not heard: its term is the hand-off's.
+  const HeartbeatAnswer t2 = n2->heartbeat(standby());
+  CHECK(t2.holder_is_me);
+  CHECK(t2.acquired);
+  CHECK(t2.acquired_how == "handed");
+  CHECK(t2.epoch == a.epoch + 1);
+  const HeartbeatAnswer t3 = n3->heartbeat(standby());
+  CHECK_FALSE(t3.holder_is_me);
+  CHECK(t3.holder == "n2");
+  // Leaving twice changes nothing; the registration is kept, marked gone.
+  CHECK_FALSE(n1->leave(true).released);
+  CHECK(query_value("SELECT expires_at <= clock_timestamp() FROM lease_agent.node WHERE cluster = '" + c +
+                    "' AND node = 'n1'") == "t");
+}
+
+TEST_CASE("a release without a hand-off notifies, and the first in line takes the free lease at once", "[store]") {
   const std::string c = unique_cluster("release");
   auto n1 = make_store(c, "n1");
   auto n2 = make_store(c, "n2", "", /*listen=*/true);
   auto n3 = make_store(c, "n3");
-  const HeartbeatAnswer a = n1->heartbeat(standby());
+  n1->heartbeat(standby());
   n2->heartbeat(standby());
   n3->heartbeat(standby());
-  n2->take_notices();
-  // A renewal notifies with the new version, "held".
-  const HeartbeatAnswer r = n1->heartbeat(as_master(a.epoch));
-  std::vector<LeaseNotice> got = await_notices(*n2);
-  REQUIRE_FALSE(got.empty());
-  CHECK(got.back().version == r.version);
-  CHECK_FALSE(got.back().free);
-  // The release notifies "free".
-  CHECK(n1->leave());
-  got = await_notices(*n2);
-  REQUIRE_FALSE(got.empty());
-  CHECK(got.back().free);
+  // Not allowed to hand off (its view of the server's life is younger than ttl): free.
+  const Leave l = n1->leave(false);
+  CHECK(l.released);
+  CHECK(l.handed_to.empty());
+  CHECK(await_notice(*n2, [](const LeaseNotice& n) { return n.kind == LeaseNotice::Kind::free; }));
   CHECK(query_value("SELECT count(*) FROM lease_agent.master WHERE cluster = '" + c + "'") == "0");
   // n3 asks first but n2 is first in line (n1 is gone).
   const HeartbeatAnswer t3 = n3->heartbeat(standby());
@@ -231,11 +276,13 @@ TEST_CASE("a release notifies, and the first in line takes the free lease at onc
   CHECK(t3.first_in_line == "n2");
   const HeartbeatAnswer t2 = n2->heartbeat(standby());
   CHECK(t2.holder_is_me);
+  CHECK(t2.acquired_how == "free");
   CHECK(t2.epoch == 2);
-  // Leaving twice changes nothing; the registration is kept, marked gone.
-  CHECK_FALSE(n1->leave());
-  CHECK(query_value("SELECT expires_at <= clock_timestamp() FROM lease_agent.node WHERE cluster = '" + c +
-                    "' AND node = 'n1'") == "t");
+  // With nobody left in line, a clean stop that may hand off sets the lease free too.
+  n3->leave(true);
+  const Leave last = n2->leave(true);
+  CHECK(last.released);
+  CHECK(last.handed_to.empty());
 }
 
 TEST_CASE("a notification of another cluster is not ours", "[store]") {
@@ -244,11 +291,15 @@ TEST_CASE("a notification of another cluster is not ours", "[store]") {
   auto listener = make_store(c, "n1", "", true);
   auto o = make_store(other, "x");
   o->heartbeat(standby());
+  o->leave(true);  // a release in the other cluster
   auto m = make_store(c, "n2");
-  m->heartbeat(standby());  // acquires in c: one notice
+  m->heartbeat(standby());
+  m->leave(true);  // and one in this cluster: one notice
   const std::vector<LeaseNotice> got = await_notices(*listener);
   REQUIRE(got.size() == 1);
-  CHECK(got[0].version == 1);
+  CHECK(got[0].kind == LeaseNotice::Kind::free);
+  CHECK(got[0].version == 2);
+  CHECK(query_value("SELECT lease_agent.channel('" + c + "') <> lease_agent.channel('" + other + "')") == "t");
 }
 
 TEST_CASE("epochs grow by one at every acquisition", "[store]") {
@@ -259,7 +310,7 @@ TEST_CASE("epochs grow by one at every acquisition", "[store]") {
     const HeartbeatAnswer a = n->heartbeat(standby());
     REQUIRE(a.holder_is_me);
     epochs.push_back(a.epoch);
-    n->leave();
+    n->leave(true);
   }
   CHECK(epochs == std::vector<std::int64_t>{1, 2, 3, 4});
 }
@@ -338,7 +389,7 @@ TEST_CASE("assert_master fences a stale master in the caller's transaction", "[s
 TEST_CASE("applying the schema twice changes nothing", "[store]") {
   ensure_schema();
   const std::string before = query_value(
-      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname)) "
+      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname, pg_get_function_identity_arguments(p.oid))) "
       "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'lease_agent'");
   StoreOptions o;
   o.dsn = test_dsn();
@@ -347,7 +398,7 @@ TEST_CASE("applying the schema twice changes nothing", "[store]") {
   s.apply_schema();
   s.apply_schema();
   const std::string after = query_value(
-      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname)) "
+      "SELECT md5(string_agg(p.proname || pg_get_functiondef(p.oid), '' ORDER BY p.proname, pg_get_function_identity_arguments(p.oid))) "
       "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'lease_agent'");
   CHECK(before == after);
   CHECK(query_value("SELECT version FROM lease_agent.schema_info") == std::to_string(kSchemaVersion));
@@ -374,7 +425,7 @@ TEST_CASE("cluster status lists every node in registration order", "[store]") {
   auto n2 = make_store(c, "n2");
   n1->heartbeat(standby());
   n2->heartbeat(standby());
-  n1->leave();
+  n1->leave(true);
   const HeartbeatAnswer a = n2->heartbeat(standby());
   REQUIRE(a.holder_is_me);
   const ClusterStatus cs = n2->cluster_status();
@@ -497,6 +548,32 @@ std::string refusal(LeaseStore& s, const std::string& to, const std::string& fro
 
 }  // namespace
 
+TEST_CASE("a switchover request: the master hears it and hands the lease directly to the target", "[store][switchover]") {
+  ThreeNodes t("switchover-direct");
+  auto op = make_store(t.c, "operator", "", /*listen=*/false);
+  const SwitchoverRequest r = op->request_switchover("n3", "n1");
+  REQUIRE(r.requested);
+  // The notification names the target and the master's epoch.
+  std::vector<LeaseNotice> heard = await_notices(*t.n2);
+  REQUIRE(heard.size() == 1);
+  CHECK(heard[0].kind == LeaseNotice::Kind::switchover);
+  CHECK(heard[0].target == "n3");
+  CHECK(heard[0].epoch == t.epoch);
+  const HandOver h = t.n1->hand_over(true);
+  CHECK(h.handed_over);
+  CHECK(h.direct);
+  CHECK(h.target == "n3");
+  CHECK(query_value("SELECT node FROM lease_agent.master WHERE cluster = '" + t.c + "'") == "n3");
+  CHECK(await_notice(*t.n3, [&](const LeaseNotice& n) {
+    return n.kind == LeaseNotice::Kind::handed && n.to_me && n.how == "switchover" && n.epoch == t.epoch + 1;
+  }));
+  const HeartbeatAnswer a3 = t.n3->heartbeat(as_master(t.epoch + 1));
+  CHECK(a3.holder_is_me);
+  CHECK_FALSE(a3.acquired);  // a renewal of the term it was handed
+  CHECK(query_value("SELECT coalesce(reserved_for, '-') || coalesce(switchover_to, '-') || (handed_at IS NULL)::text "
+                    "FROM lease_agent.lease WHERE cluster = '" + t.c + "'") == "--true");
+}
+
 TEST_CASE("a switchover request: the master hears it, hands over, the target alone takes the free lease", "[store][switchover]") {
   ThreeNodes t("switchover");
   t.n2->take_notices();
@@ -509,17 +586,19 @@ TEST_CASE("a switchover request: the master hears it, hands over, the target alo
   // Every listener hears it (the master acts on it; the others ignore it).
   std::vector<LeaseNotice> heard = await_notices(*t.n2);
   REQUIRE_FALSE(heard.empty());
-  CHECK(heard.back().switchover);
+  CHECK(heard.back().kind == LeaseNotice::Kind::switchover);
   // The master's next heartbeat names the target; the standbys' do not.
   const HeartbeatAnswer m = t.n1->heartbeat(as_master(t.epoch));
   CHECK(m.holder_is_me);
   CHECK(m.switchover_to == "n3");
   CHECK(t.n2->heartbeat(standby()).switchover_to.empty());
-  // The hand-over frees the lease reserved for n3.
-  const HandOver h = t.n1->hand_over();
+  // The hand-over without a hand-off (a view of the server's life younger than ttl)
+  // frees the lease reserved for n3.
+  const HandOver h = t.n1->hand_over(false);
   CHECK(h.handed_over);
+  CHECK_FALSE(h.direct);
   CHECK(h.target == "n3");
-  CHECK(await_notice(*t.n3, [](const LeaseNotice& n) { return n.free; }));
+  CHECK(await_notice(*t.n3, [](const LeaseNotice& n) { return n.kind == LeaseNotice::Kind::free; }));
   CHECK(query_value("SELECT count(*) FROM lease_agent.master WHERE cluster = '" + t.c + "'") == "0");
   // n1 and n2 come before n3 in line, but the lease is n3's alone.
   const HeartbeatAnswer a1 = t.n1->heartbeat(standby());
@@ -572,7 +651,7 @@ TEST_CASE("switchover refusals name which and who is master", "[store][switchove
     CHECK(why.find("the master is n1") != std::string::npos);
   }
   SECTION("no master now") {
-    REQUIRE(t.n1->leave());
+    REQUIRE(t.n1->leave(false).released);
     const std::string why = refusal(*op, "n3");
     CHECK(why.find("no master in cluster " + t.c) != std::string::npos);
   }
@@ -589,22 +668,22 @@ TEST_CASE("switchover refusals name which and who is master", "[store][switchove
 
 TEST_CASE("a hand-over with no request standing, or whose target is gone, changes nothing", "[store][switchover]") {
   ThreeNodes t("handover-none");
-  CHECK_FALSE(t.n1->hand_over().handed_over);
+  CHECK_FALSE(t.n1->hand_over(true).handed_over);
   auto op = make_store(t.c, "op", "", false);
   REQUIRE(op->request_switchover("n2", "").requested);
   expire_node(t.c, "n2");
-  const HandOver h = t.n1->hand_over();
+  const HandOver h = t.n1->hand_over(true);
   CHECK_FALSE(h.handed_over);
   CHECK(query_value("SELECT holder FROM lease_agent.lease WHERE cluster = '" + t.c + "'") == "n1");
   // A standby cannot hand over what it does not hold.
-  CHECK_FALSE(t.n3->hand_over().handed_over);
+  CHECK_FALSE(t.n3->hand_over(true).handed_over);
 }
 
 TEST_CASE("a reservation lapses after ttl: then the first in line takes the free lease", "[store][switchover]") {
   ThreeNodes t("reservation-lapse");
   auto op = make_store(t.c, "op", "", false);
   REQUIRE(op->request_switchover("n3", "").requested);
-  REQUIRE(t.n1->hand_over().handed_over);
+  REQUIRE(t.n1->hand_over(false).handed_over);
   // Until it lapses (ttl = 2 s from the hand-over, the database's clock), n2 may not.
   HeartbeatAnswer a = t.n2->heartbeat(standby());
   REQUIRE_FALSE(a.holder_is_me);
@@ -874,7 +953,7 @@ TEST_CASE("the line of succession: a node keeps its place while its incarnation 
     CHECK(t2.acquired_how == "expired");
   }
   SECTION("a node that left gives up its place") {
-    n1->leave();
+    n1->leave(true);
     const HeartbeatAnswer t2 = n2->heartbeat(standby());  // free: the first live in line
     CHECK(t2.holder_is_me);
     CHECK_FALSE(query_value("SELECT left_at FROM lease_agent.node WHERE cluster = '" + c + "' AND node = 'n1'").empty());
@@ -964,7 +1043,7 @@ TEST_CASE("schema apply upgrades a version-3 database in place while version-3 a
   LeaseStore n4(po);
   n4.connect(true);
   CHECK_FALSE(n4.heartbeat(standby()).holder_is_me);
-  n3.leave();
+  n3.leave(true);
   const HeartbeatAnswer a4 = n4.heartbeat(standby());
   CHECK(a4.holder_is_me);
   CHECK(a4.epoch == epoch + 3);
@@ -973,6 +1052,77 @@ TEST_CASE("schema apply upgrades a version-3 database in place while version-3 a
   o1.conn.disconnect();
   o2.conn.disconnect();
   app.disconnect();
+  auto c = connect_db();
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP DATABASE IF EXISTS " + db);
+}
+
+TEST_CASE("schema apply upgrades a version-4 database in place while version-4 agents run", "[store][upgrade]") {
+  const std::string db = "la_upgrade4_" + std::to_string(::getpid());
+  const std::string dsn = fresh_database(db, "schema_v4.sql");
+  // Agents of version 4: their statements, prepared as they prepare them, and a listener
+  // on the shared channel of version 4.
+  OldAgent o1(dsn, "o1", "heartbeat_v4", "v4"), o2(dsn, "o2", "heartbeat_v4", "v4");
+  pqxx::connection listener(dsn);
+  struct Count : pqxx::notification_receiver {
+    explicit Count(pqxx::connection_base& c) : pqxx::notification_receiver(c, "lease_agent") {}
+    void operator()(const std::string&, int) override { ++n; }
+    int n = 0;
+  } heard(listener);
+  REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
+  REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
+  REQUIRE(epoch == 1);
+  StoreOptions o;
+  o.dsn = dsn;
+  o.cluster = "c";
+  o.node = "n3";
+  o.incarnation = "n3-v5";
+  o.ttl = milliseconds(2000);
+  o.renew = milliseconds(500);
+  {
+    LeaseStore admin(o);
+    admin.connect(false, false);
+    admin.apply_schema();
+    admin.apply_schema();  // and again: nothing changes
+  }
+  {
+    pqxx::nontransaction tx(listener);
+    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
+  }
+  // The version-4 agents go on over the statements they prepared before, and their
+  // renewals are still announced on the shared channel.
+  const pqxx::row r1 = o1.beat(epoch);
+  CHECK(r1["o_role"].as<std::string>() == "master");
+  CHECK(r1["o_epoch"].as<std::int64_t>() == epoch);
+  heard.n = 0;
+  listener.await_notification(5, 0);  // at most 5 s; at once when one came
+  CHECK(heard.n >= 1);
+  CHECK(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  // A version-5 agent joins; a version-4 master's leave sets the lease free (no hand-off
+  // to anyone), and the first in line takes it as before.
+  LeaseStore n3(o);
+  n3.connect(true);
+  CHECK_FALSE(n3.heartbeat(standby()).holder_is_me);
+  o1.leave();
+  CHECK(await_notice(n3, [](const LeaseNotice& n) { return n.kind == LeaseNotice::Kind::free; }));
+  const pqxx::row r2 = o2.beat(-1);
+  CHECK(r2["o_role"].as<std::string>() == "master");
+  CHECK(r2["o_epoch"].as<std::int64_t>() == epoch + 1);
+  // A version-5 master does not hand off to a version-4 node: it sets the lease free.
+  o2.leave();
+  REQUIRE(n3.heartbeat(standby()).holder_is_me);
+  OldAgent o4(dsn, "o4", "heartbeat_v4", "v4");
+  CHECK(o4.beat(-1)["o_role"].as<std::string>() == "standby");
+  const Leave l = n3.leave(true);
+  CHECK(l.released);
+  CHECK(l.handed_to.empty());
+  CHECK(o4.beat(-1)["o_role"].as<std::string>() == "master");
+  n3.disconnect();
+  o1.conn.disconnect();
+  o2.conn.disconnect();
+  o4.conn.disconnect();
+  listener.disconnect();
   auto c = connect_db();
   pqxx::nontransaction tx(*c);
   tx.exec("DROP DATABASE IF EXISTS " + db);

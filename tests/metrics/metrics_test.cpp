@@ -199,7 +199,7 @@ TEST_CASE("gauges of the view", "[metrics]") {
 TEST_CASE("transition counters: every pair from 0, counted by to and reason", "[metrics]") {
   AgentMetrics m("c", "n");
   const std::map<std::string, std::vector<std::string>> valid = {
-      {"master", {"free", "expired", "switchover", "recovered"}},
+      {"master", {"free", "handed", "expired", "switchover", "recovered"}},
       {"standby", {"deadline", "lost", "stop", "switchover", "duplicate"}}};
   {
     const Exposition e = parse(m.render(view("standby")));

@@ -370,9 +370,13 @@ void LeaseStore::connect(bool listen, bool check_schema) {
     }
     // The server's life, before any heartbeat over this connection (sql/PROTOCOL.md,
     // "Lost commits").
-    // And the cluster's channel, in the same round trip.
-    const pqxx::result life =
-        tx.exec_params("SELECT lease_agent.server_life(), lease_agent.channel($1)", opt_.cluster);
+    // And the cluster's channel, in the same round trip; a listening (daemon's) connection
+    // also rehearses the clean stop (lease_agent.rehearse), so that its one real call runs
+    // warm.
+    const pqxx::result life = tx.exec_params(
+        listen ? "SELECT lease_agent.server_life(), lease_agent.channel($1), lease_agent.rehearse()"
+               : "SELECT lease_agent.server_life(), lease_agent.channel($1)",
+        opt_.cluster);
     server_life_ = life[0][0].as<std::string>();
     channel_ = life[0][1].as<std::string>();
   } catch (const StoreError&) {

@@ -620,3 +620,27 @@ LANGUAGE sql AS $$
     SELECT h.handed_over, h.target, h.version
       FROM lease_agent.hand_over(p_cluster, p_node, p_incarnation, p_ttl_ms, false) h;
 $$;
+
+-- The agent's rehearsal, once per connection (schema 5): runs a registration, an
+-- acquisition, a switchover's hand-over and a clean stop's hand-off on a cluster of its
+-- own, and undoes all of it (a subtransaction rolled back: no row and no notification is
+-- left). PL/pgSQL compiles a function, and plans each of its statements, at its first call
+-- in a session; without this the clean stop, which comes once per connection, would pay
+-- for that (about 1.5 ms of the hand-off's 2.5 ms, measured), with the lease held.
+CREATE OR REPLACE FUNCTION lease_agent.rehearse() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    c text := 'lease-agent rehearsal ' || pg_backend_pid();
+BEGIN
+    BEGIN
+        PERFORM lease_agent.beat(5, c, 'a', 'a', '', 60000, NULL, NULL, true, 500);
+        PERFORM lease_agent.beat(5, c, 'b', 'b', '', 60000, NULL, NULL, true, 500);
+        PERFORM lease_agent.switchover(c, 'b');
+        PERFORM lease_agent.hand_over(c, 'a', 'a', 60000, true);
+        PERFORM lease_agent.leave(c, 'b', 'b', true);
+        RAISE EXCEPTION 'rehearsal' USING ERRCODE = 'LA000';
+    EXCEPTION WHEN OTHERS THEN
+        NULL;  -- all of it undone (LA000), or it failed: only a speed-up is lost
+    END;
+END;
+$$;

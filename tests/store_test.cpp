@@ -1127,3 +1127,13 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   pqxx::nontransaction tx(*c);
   tx.exec("DROP DATABASE IF EXISTS " + db);
 }
+
+TEST_CASE("the rehearsal of the clean stop at connect leaves no row behind", "[store][handoff]") {
+  const std::string c = unique_cluster("rehearsal");
+  auto s = make_store(c, "n1", "", /*listen=*/true);  // a daemon's connection rehearses
+  for (const char* table : {"node", "lease", "term"})
+    CHECK(query_value(std::string("SELECT count(*) FROM lease_agent.") + table +
+                      " WHERE cluster LIKE 'lease-agent rehearsal %'") == "0");
+  // And the connection still works as before.
+  CHECK(s->heartbeat(standby()).holder_is_me);
+}

@@ -1,6 +1,8 @@
 // The dsn: libpq's parser for checking, masking for display, the agent's connection options.
 #include "dsn.h"
 
+#include <cstdlib>
+
 #include <libpq-fe.h>
 
 #include <algorithm>
@@ -199,6 +201,11 @@ std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds
       {"application_name", application_name},
   };
   for (const auto& [k, v] : defaults) given.emplace(k, v);  // the user's own win
+  // No GSSAPI encryption unless asked for (the dsn's gssencmode, or PGGSSENCMODE): libpq's
+  // default "prefer" probes for Kerberos credentials at every TCP connect, which loads and
+  // initialises libkrb5: 600 kB of every agent's resident memory, measured (VmRSS of idle
+  // agents 9.7 MB instead of 10.3 MB), on machines without Kerberos as well.
+  if (std::getenv("PGGSSENCMODE") == nullptr) given.emplace("gssencmode", "disable");
 
   std::string out;
   for (const auto& [k, v] : given) {

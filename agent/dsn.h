@@ -18,7 +18,7 @@ std::string dsn_problem(const std::string& dsn);
 
 // The libpq connection string the agent connects with: the dsn's own keywords plus,
 // unless the dsn sets them, connect_timeout, keepalives, tcp_user_timeout (from ttl and
-// renew) and application_name. Throws std::invalid_argument (the dsn_problem) when the
+// renew), application_name, and gssencmode=disable (unless PGGSSENCMODE is set). Throws std::invalid_argument (the dsn_problem) when the
 // dsn cannot be parsed.
 std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds ttl,
                                std::chrono::milliseconds renew, const std::string& application_name);

@@ -417,6 +417,10 @@ TEST_CASE("the agent's connection options: timeouts added, the user's own kept",
   CHECK(uri.find("application_name='x'") != std::string::npos);
   CHECK(uri.find("connect_timeout='10'") != std::string::npos);
   CHECK_THROWS_AS(effective_conninfo("host='unterminated", milliseconds(2000), milliseconds(500), "x"), std::invalid_argument);
+  // No GSSAPI encryption unless the dsn (or PGGSSENCMODE) asks for it.
+  CHECK(info.find("gssencmode='disable'") != std::string::npos);
+  CHECK(effective_conninfo("host=db gssencmode=prefer", milliseconds(2000), milliseconds(500), "x")
+            .find("gssencmode='prefer'") != std::string::npos);
 }
 
 TEST_CASE("cluster status lists every node in registration order", "[store]") {

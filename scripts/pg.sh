@@ -71,6 +71,12 @@
 # never keep data here. A pair's servers also run with wal_level = replica,
 # hot_standby = on and track_commit_timestamp = on.
 #
+# LEASE_AGENT_PG_CONF, when set, holds extra postgresql.conf lines that `start`
+# appends verbatim to a new single server's configuration (not a pair's), e.g.
+#   LEASE_AGENT_PG_CONF="shared_preload_libraries = 'pg_stat_statements'
+#   max_connections = 700"
+# (scripts/bench.sh does so). A later line overrides an earlier one.
+#
 # Run as root, the server runs as the `postgres` user; run as anyone else, as
 # that user. Only the environment lines (and failover's key=value lines) go
 # to standard output, so
@@ -200,6 +206,8 @@ full_page_writes = off
 password_encryption = 'scram-sha-256'
 log_min_messages = warning
 log_connections = off
+${LEASE_AGENT_PG_CONF:+# From LEASE_AGENT_PG_CONF:
+$LEASE_AGENT_PG_CONF}
 EOF
 }
 

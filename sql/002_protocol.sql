@@ -117,12 +117,16 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT 'lease_agent.' || left(md5(p_cluster), 24) $
 --   'handed':     '\n<epoch>\n<holder incarnation>\n<how: handed|switchover>'
 --   'switchover': '\n<target node>\n<epoch of the master asked>'
 --   'free':       nothing more.
+-- (PL/pgSQL here and in next_in_line, not SQL: PL/pgSQL keeps its plans for the session,
+-- an SQL function of this shape is planned again at every call.)
 CREATE OR REPLACE FUNCTION lease_agent.announce(p_cluster text, p_version bigint, p_kind text,
                                                 p_more text DEFAULT NULL) RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_notify(lease_agent.channel(p_cluster),
-                     p_version || E'\n' || p_kind || E'\n' || p_cluster
-                     || coalesce(E'\n' || p_more, ''));
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(lease_agent.channel(p_cluster),
+                      p_version || E'\n' || p_kind || E'\n' || p_cluster
+                      || coalesce(E'\n' || p_more, ''));
+END;
 $$;
 
 -- The hand-off (schema 5): the master that stopped acting as master (a clean stop, or a
@@ -167,11 +171,16 @@ $$;
 -- The first live node in line after p_except (for a hand-off and for the standbys'
 -- answers): by (registered_at, node), among registrations unexpired and not left.
 CREATE OR REPLACE FUNCTION lease_agent.next_in_line(p_cluster text, p_except text)
-RETURNS lease_agent.node LANGUAGE sql STABLE AS $$
-    SELECT * FROM lease_agent.node nd
+RETURNS lease_agent.node LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    n lease_agent.node%ROWTYPE;
+BEGIN
+    SELECT * INTO n FROM lease_agent.node nd
      WHERE nd.cluster = p_cluster AND nd.expires_at > clock_timestamp() AND nd.left_at IS NULL
        AND nd.node IS DISTINCT FROM p_except
      ORDER BY nd.registered_at, nd.node LIMIT 1;
+    RETURN n;
+END;
 $$;
 
 DROP FUNCTION IF EXISTS lease_agent.beat(integer, text, text, text, text, integer, bigint, bigint, boolean);

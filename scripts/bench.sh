@@ -16,7 +16,9 @@
 #    takeovers: kill, term, stop, switchover, the agents kept running) at 3, 10, 100 and 300
 #    agents in one cluster and at 100 clusters x 3: 20 runs per scenario at 3 and 10 agents,
 #    10 at the others, so that the whole run stays under about 40 minutes. Then
-#    build/alt_bench --json DIR/alt.json (etcdctl lock/elect, a PostgreSQL advisory lock).
+#    build/alt_bench --json DIR/alt.json (etcdctl lock/elect, a PostgreSQL advisory lock), and
+#    build/notify_cost --json DIR/notify.json (what a NOTIFY per renewal, as schema 4 sent,
+#    would cost PostgreSQL at the same sizes).
 # 4. Merges everything into DIR/result.json: the machine (uname -a, nproc, CPU model, memory),
 #    the date (UTC), the versions (lease-agent, postgres, etcd, gnuplot, kernel), the
 #    settings, every scale_bench JSON, alt.json, the ratios alternative/ours of medians and
@@ -66,14 +68,17 @@ if [ -n "$short" ]; then
   window=3s
   alt_runs=2
   size_limit=900
+  notify_args=(--sizes 1x3,1x10 --window 2s)
 else
   sizes="1x3:20 1x10:20 1x100:10 1x300:10 100x3:10"
   window=10s
   alt_runs=20
   size_limit=2400
+  notify_args=(--sizes 1x3,1x10,1x100,1x300,100x3 --window 10s)
 fi
 # This run's files only: stale ones from an earlier run would be merged.
-rm -f "$out"/scale-*.json "$out"/scale-*.log "$out"/alt.json "$out"/alt.log "$out"/result.json \
+rm -f "$out"/scale-*.json "$out"/scale-*.log "$out"/alt.json "$out"/alt.log "$out"/notify.json "$out"/notify.log \
+  "$out"/result.json \
   "$out"/summary.md "$out"/*.png "$out"/build.log "$out"/pg.log
 rm -rf "$out/plot-data"
 
@@ -121,7 +126,7 @@ run_logged() {
 
 say "configure and build ($build/)"
 if ! { cmake -S "$root" -B "$build" &&
-  cmake --build "$build" -j"${JOBS:-2}" --target lease-agent scale_bench failover_bench; } >"$out/build.log" 2>&1; then
+  cmake --build "$build" -j"${JOBS:-2}" --target lease-agent scale_bench failover_bench notify_cost; } >"$out/build.log" 2>&1; then
   tail -n 30 "$out/build.log" >&2
   echo "bench.sh: the build failed; see $out/build.log" >&2
   exit 2
@@ -194,6 +199,16 @@ if [ -n "$have_alt" ]; then
   fi
 fi
 
+# What a NOTIFY per renewal would cost the database at the same sizes (schema 4 did that;
+# schema 5 notifies no renewal): the same connections listening, no agents.
+say "notify_cost: what a notification per renewal costs PostgreSQL at the same sizes"
+run_logged 900 "$out/notify.log" "$build/notify_cost" "${notify_args[@]}" --rate 2 --pgdata "$pgdir" \
+  --json "$out/notify.json"
+if [ "$rc" -ne 0 ]; then
+  broken=1
+  say "notify_cost: exit status $rc (see $out/notify.log)"
+fi
+
 say "report: $out/result.json, $out/summary.md, plots"
 agent_version=$("$build/lease-agent" --version 2>&1 | head -n 1 || true)
 pg_version=$( (/usr/lib/postgresql/15/bin/postgres --version || postgres --version) 2>/dev/null | head -n 1 || true)
@@ -263,6 +278,7 @@ for label, st in zip(labels, statuses):
 ttl_ms = next((float(s["result"]["ttl_ms"]) for s in scale.values() if s["result"]), 2000.0)
 alt = load(os.path.join(out, "alt.json"))
 alt_sc = (alt or {}).get("scenarios", {})
+notify = load(os.path.join(out, "notify.json"))
 
 
 def tk(label, sc):
@@ -332,6 +348,7 @@ result = {
                  "elapsed_s": int(E.get("BENCH_SECONDS", "0"))},
     "scale": scale,
     "alt": alt,
+    "notify_cost": notify,
     "ratios": ratios,
     "targets": targets,
 }
@@ -559,6 +576,19 @@ if alt_sc:
     L.append("")
 else:
     L.append("No alternatives measured (alt_bench %s)." % ("skipped" if E["BENCH_ALT_RC"] == "skipped" else "failed"))
+    L.append("")
+if notify and notify.get("sizes"):
+    L.append("What a NOTIFY per renewal would cost PostgreSQL (bench/notify_cost: the same number of listening "
+             "connections, 2 notifications per cluster per second, one channel per cluster; schema 5 sends none):")
+    L.append("")
+    L.append("| size | listeners | notifications/s sent (target) | wake-ups/s | PostgreSQL CPU above idle, % of a core |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
+    for z in notify["sizes"]:
+        L.append("| %sx%s | %s | %s (%s) | %s | %s |" % (
+            z.get("clusters"), z.get("agents_per_cluster"), z.get("listeners"),
+            fmt(z.get("notifies_per_s_sent")),
+            fmt(z.get("notifies_per_s_target")), fmt(z.get("wakeups_per_s")),
+            fmt(z.get("pg_cpu_notify_pct_schedstat", z.get("pg_cpu_notify_pct")))))
     L.append("")
 NAMES = [
     ("crash_worst_le_ttl_plus_50ms", "kill -9: worst <= ttl + 50 ms"),

@@ -1,26 +1,37 @@
-// The role endpoints on cpp-httplib. GET and HEAD answer alike.
+// The role endpoints: a small HTTP/1.1 server of their own. GET and HEAD answer alike.
 //
-// Why not httplib's own connection handling: in httplib 0.11 a worker thread stays with
-// a kept-alive connection until the client closes it or the keep-alive timeout passes,
-// and its ThreadPool has a fixed size. Load balancers and monitoring keep connections
-// open, so a few of them took every thread and the next health check timed out, which
-// a load balancer reads as "master down". So here:
+// Why not a library: the endpoints are five fixed GET paths with tiny answers, and
+// what matters is how connections are held, which no library here does right:
 //
-//  - ElasticPool (a httplib::TaskQueue) makes one thread per open connection on demand,
-//    up to EndpointLimits::max_connections, and lets idle ones exit. At the cap a new
-//    connection is closed at once instead of waiting behind the others: a quick failure
-//    beats a hang for every checker.
-//  - Server (a httplib::Server) runs each connection itself (it overrides
-//    process_and_close_socket, which httplib calls for every accepted socket, as its own
-//    SSLServer does) and leaves parsing, routing and writing answers to httplib's
-//    process_request. Each wait polls the socket together with a stop descriptor, so
-//    stop() closes idle kept-alive connections at once instead of after their timeout;
-//    an idle connection is closed after keep_alive_idle and a request has
-//    request_timeout in all to arrive and be answered, so no client holds a thread for
-//    long.
+//  - Memory. Debian's cpp-httplib is a shared library built with OpenSSL, zlib and
+//    brotli, and its load-time constructor runs OPENSSL_init_ssl (error strings, the
+//    configuration file): 1.6 MB of every agent's resident memory, and ~0.7 MB more for
+//    the library and what it loads (pmap -x of an idle agent), for a server that never
+//    speaks TLS. With this file the agent does not load it at all (CMakeLists.txt,
+//    --as-needed); only the tests' and the benchmark's HTTP clients still use it.
+//  - Connections. In httplib 0.11 a worker thread stays with a kept-alive connection
+//    until the client closes it or the keep-alive timeout passes, and its ThreadPool has
+//    a fixed size. Load balancers and monitoring keep connections open, so a few of them
+//    took every thread and the next health check timed out, which a load balancer reads
+//    as "master down". So here ConnectionPool makes one thread per open connection on
+//    demand, up to EndpointLimits::max_connections, and lets idle ones exit. At the cap
+//    a new connection is closed at once instead of waiting behind the others: a quick
+//    failure beats a hang for every checker.
+//  - Stop and slow clients. Each wait polls the socket together with a stop
+//    descriptor, so stop() closes idle kept-alive connections at once instead of after
+//    their timeout; an idle connection is closed after keep_alive_idle and a request
+//    has request_timeout in all to arrive and be answered, so no client holds a thread
+//    for long.
+//
+// What is served: a request line and headers (RFC 9112), in the origin or absolute
+// form, any query ignored; a body announced by Content-Length (up to 64 KiB) is read and
+// dropped. HTTP/1.1 keeps the connection alive unless "Connection: close"; HTTP/1.0
+// closes unless "Connection: keep-alive". A method other than GET and HEAD answers 405,
+// an unknown path 404, a malformed request 400 (then the connection is closed).
 #include "role_endpoints.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -28,13 +39,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -76,30 +86,74 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Set while ElasticPool runs a connection's task on the accepting thread only to close
-// it (the pool is at its cap). httplib's TaskQueue::enqueue cannot refuse a task, and
-// the task hides the socket; the task calls Server::process_and_close_socket, which sees
-// this flag and closes the socket without reading from it.
-thread_local bool t_refusing = false;
+// The bounds of one request: longer heads are refused (health checks send a line and
+// a few headers), bigger bodies too.
+constexpr std::size_t kMaxHeadBytes = 16 * 1024;
+constexpr std::size_t kMaxHeaders = 100;
+constexpr std::size_t kMaxBodyBytes = 64 * 1024;
+constexpr int kListenBacklog = 128;  // a burst of checkers connecting at once waits no SYN retransmission
 
 void close_socket(int sock) {
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
 }
 
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return s;
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t");
+  return s.substr(b, e - b + 1);
+}
+
+// True if the comma-separated header value `value` holds the token `token` (lower case).
+bool has_token(const std::string& value, const char* token) {
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = value.find(',', start);
+    if (lower(trim(value.substr(start, comma == std::string::npos ? std::string::npos : comma - start))) == token)
+      return true;
+    if (comma == std::string::npos) return false;
+    start = comma + 1;
+  }
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+  }
+  return "Unknown";
+}
+
 // Threads on demand, up to `max_threads`; a thread idle for `linger` exits unless it is
-// one of the `warm` first. httplib enqueues one task per accepted connection, and the
-// task runs until the connection is closed; so "all threads busy" means "max_threads
-// connections open", and then the new connection is closed at once.
-class ElasticPool final : public httplib::TaskQueue {
+// one of the `warm` first. Each accepted connection is one job that runs until the
+// connection is closed; so "all threads busy" means "max_threads connections open", and
+// then enqueue() refuses the new connection.
+class ConnectionPool {
  public:
-  ElasticPool(std::size_t max_threads, std::size_t warm, std::chrono::milliseconds linger)
-      : max_threads_(std::max<std::size_t>(1, max_threads)), warm_(warm), linger_(linger) {}
+  using Serve = std::function<void(int sock)>;  // serves a connection and closes it
 
-  ~ElasticPool() override { shutdown(); }
+  ConnectionPool(std::size_t max_threads, std::size_t warm, std::chrono::milliseconds linger, Serve serve)
+      : max_threads_(std::max<std::size_t>(1, max_threads)), warm_(warm), linger_(linger), serve_(std::move(serve)) {}
 
-  // Called by httplib's accepting thread only.
-  void enqueue(std::function<void()> fn) override {
+  ~ConnectionPool() { shutdown(); }
+
+  // Called by the accepting thread only. False: refused (the pool is at its cap, or
+  // shutting down); the caller closes the socket.
+  bool enqueue(int sock) {
     std::vector<std::thread> exited;
     bool refuse = false;
     bool first_refusal = false;
@@ -109,12 +163,11 @@ class ElasticPool final : public httplib::TaskQueue {
       if (shutdown_) {
         refuse = true;
       } else if (jobs_.size() < idle_) {  // an idle thread will take it
-        jobs_.push_back(std::move(fn));
+        jobs_.push_back(sock);
         wake_.notify_one();
       } else if (threads_.size() < max_threads_) {
-        jobs_.push_back(std::move(fn));
+        jobs_.push_back(sock);
         if (!spawn()) {
-          fn = std::move(jobs_.back());
           jobs_.pop_back();
           refuse = true;
         }
@@ -128,15 +181,11 @@ class ElasticPool final : public httplib::TaskQueue {
       log_warning("http: every connection thread is busy: closing new connections until one is free",
                   {{"event", "http_busy"}, {"max_connections", static_cast<long long>(max_threads_)}});
     }
-    if (refuse) {
-      t_refusing = true;
-      fn();  // closes the socket at once (Server::process_and_close_socket)
-      t_refusing = false;
-    }
+    return !refuse;
   }
 
-  // Runs the queued tasks (they see the stop and close their sockets), then joins.
-  void shutdown() override {
+  // Serves the queued connections (they see the stop and close at once), then joins.
+  void shutdown() {
     std::vector<std::thread> exited;
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -170,19 +219,13 @@ class ElasticPool final : public httplib::TaskQueue {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       ++idle_;
-      const bool woken =
-          wake_.wait_for(lock, linger_, [&] { return shutdown_ || !jobs_.empty(); });
+      const bool woken = wake_.wait_for(lock, linger_, [&] { return shutdown_ || !jobs_.empty(); });
       --idle_;
       if (!jobs_.empty()) {  // even when shutting down: every accepted socket gets closed
-        std::function<void()> job = std::move(jobs_.front());
+        const int sock = jobs_.front();
         jobs_.pop_front();
         lock.unlock();
-        try {
-          job();
-        } catch (...) {
-          // process_and_close_socket does not throw; nothing to do if it ever did.
-        }
-        job = nullptr;
+        serve_(sock);
         lock.lock();
         refusing_ = false;  // a thread is free again: the next refusal is logged anew
         continue;
@@ -200,22 +243,23 @@ class ElasticPool final : public httplib::TaskQueue {
   const std::size_t max_threads_;
   const std::size_t warm_;
   const std::chrono::milliseconds linger_;
+  const Serve serve_;
 
   std::mutex mutex_;
   std::condition_variable wake_;  // a job or the shutdown
   std::condition_variable gone_;  // a thread has left
   Threads threads_;               // running (busy or idle)
   std::vector<std::thread> exited_;
-  std::list<std::function<void()>> jobs_;
+  std::deque<int> jobs_;          // accepted sockets not yet taken by a thread
   std::size_t idle_ = 0;          // threads waiting for a job
   bool shutdown_ = false;
   bool refusing_ = false;         // the warning is logged once per busy spell
 };
 
-// One connection, as httplib reads and writes it: a buffered reader and a writer that
-// wait at most until the current request's deadline, and never once stop() is called
-// unless the socket is ready at once.
-class ConnectionStream final : public httplib::Stream {
+// One connection: a buffered reader and a writer that wait at most until the current
+// request's deadline, and never once stop() is called unless the socket is ready at
+// once.
+class ConnectionStream {
  public:
   ConnectionStream(int sock, int stop_fd) : sock_(sock), stop_fd_(stop_fd) {}
 
@@ -229,65 +273,74 @@ class ConnectionStream final : public httplib::Stream {
   }
 
   // Starts a request: it has until `deadline` to arrive and be answered.
-  void set_deadline(Clock::time_point deadline) {
-    deadline_ = deadline;
-    broken_ = false;
-  }
-  // True when a read or write of this request failed: the request timed out, the peer
-  // closed or reset, or stop() came. httplib may still have answered 400 then and
-  // report success, but the stream is no longer in step: close the connection.
-  bool broken() const { return broken_; }
+  void set_deadline(Clock::time_point deadline) { deadline_ = deadline; }
 
-  bool is_readable() const override { return buffered() > 0 || wait(POLLIN); }
-  bool is_writable() const override { return wait(POLLOUT); }
-
-  ssize_t read(char* ptr, std::size_t size) override {
-    if (buffered() == 0) {
-      for (;;) {
-        if (!wait(POLLIN)) return fail();
-        const ssize_t n = ::recv(sock_, buf_, sizeof buf_, MSG_DONTWAIT);
-        if (n >= 0) {
-          off_ = 0;
-          len_ = static_cast<std::size_t>(n);
-          if (n == 0) {  // the peer closed
-            broken_ = true;
-            return 0;
-          }
-          break;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return fail();
+  enum class Line { ok, closed, too_long };
+  // One line ending in LF (a CR before it is dropped), into `line`. `limit` bounds the
+  // bytes read; `closed` also stands for a timeout, a stop or an error.
+  Line read_line(std::string& line, std::size_t limit) {
+    line.clear();
+    for (;;) {
+      if (buffered() == 0 && !fill()) return Line::closed;
+      const char* start = buf_ + off_;
+      const void* lf = std::memchr(start, '\n', buffered());
+      const std::size_t take = lf ? static_cast<const char*>(lf) - start + 1 : buffered();
+      if (line.size() + take > limit) return Line::too_long;
+      line.append(start, take);
+      off_ += take;
+      if (lf) {
+        line.pop_back();
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        return Line::ok;
       }
     }
-    const std::size_t k = std::min(size, buffered());
-    std::memcpy(ptr, buf_ + off_, k);
-    off_ += k;
-    return static_cast<ssize_t>(k);
   }
 
-  ssize_t write(const char* ptr, std::size_t size) override {
-    if (size == 0) return 0;
-    for (;;) {
-      if (!wait(POLLOUT)) return fail();
-      const ssize_t n = ::send(sock_, ptr, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) return n;
-      if (n == 0) return fail();  // never for TCP; httplib would loop on 0
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return fail();
+  // Reads and drops `n` bytes. False if they did not come in time.
+  bool skip(std::size_t n) {
+    while (n > 0) {
+      if (buffered() == 0 && !fill()) return false;
+      const std::size_t k = std::min(n, buffered());
+      off_ += k;
+      n -= k;
     }
+    return true;
   }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    address_of(::getpeername, ip, port);
+  // Writes all of `data`. False if it could not be written in time.
+  bool write_all(const std::string& data) {
+    const char* p = data.data();
+    std::size_t left = data.size();
+    while (left > 0) {
+      if (!wait(POLLOUT)) return false;
+      const ssize_t n = ::send(sock_, p, left, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        p += n;
+        left -= static_cast<std::size_t>(n);
+      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return false;
+      }
+    }
+    return true;
   }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    address_of(::getsockname, ip, port);
-  }
-  socket_t socket() const override { return sock_; }
 
  private:
   std::size_t buffered() const { return len_ - off_; }
-  ssize_t fail() {
-    broken_ = true;
-    return -1;
+
+  // Reads what the socket has into the empty buffer. False at the peer's close, on
+  // timeout, on stop or on an error.
+  bool fill() {
+    for (;;) {
+      if (!wait(POLLIN)) return false;
+      const ssize_t n = ::recv(sock_, buf_, sizeof buf_, MSG_DONTWAIT);
+      if (n > 0) {
+        off_ = 0;
+        len_ = static_cast<std::size_t>(n);
+        return true;
+      }
+      if (n == 0) return false;  // the peer closed
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
+    }
   }
 
   // poll() on `p` until `deadline`, through EINTR. Returns poll's result.
@@ -309,72 +362,113 @@ class ConnectionStream final : public httplib::Stream {
     const int n = poll_until(p, deadline_);
     if (n <= 0) return false;  // the request's time is up, or an error
     if (p[0].revents & (POLLERR | POLLNVAL)) return false;
-    // POLLHUP with POLLIN: read() will see the end of the stream.
+    // POLLHUP with POLLIN: recv() will see the end of the stream.
     return (p[0].revents & (events | POLLHUP)) != 0;
-  }
-
-  template <typename GetName>
-  void address_of(GetName get_name, std::string& ip, int& port) const {
-    sockaddr_storage a{};
-    socklen_t len = sizeof a;
-    ip.clear();
-    port = 0;
-    if (get_name(sock_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
-    char text[INET6_ADDRSTRLEN] = {};
-    if (a.ss_family == AF_INET) {
-      const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
-      if (::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text)) ip = text;
-      port = ntohs(v4->sin_port);
-    } else if (a.ss_family == AF_INET6) {
-      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
-      if (::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text)) ip = text;
-      port = ntohs(v6->sin6_port);
-    }
   }
 
   const int sock_;
   const int stop_fd_;
   Clock::time_point deadline_ = Clock::now();
-  bool broken_ = false;
   char buf_[4096];
   std::size_t off_ = 0;
   std::size_t len_ = 0;
 };
 
+// One request's head, as far as the endpoints care.
+struct Request {
+  std::string method;
+  std::string path;  // without the query
+  bool http10 = false;
+  bool keep_alive = true;
+  std::size_t content_length = 0;
+  bool chunked = false;  // a Transfer-Encoding body: not read, the connection is closed after
+};
+
+enum class ReadResult { ok, closed, bad, too_large, bad_version };
+
+// Reads a request line and its headers.
+ReadResult read_request(ConnectionStream& strm, Request& req) {
+  std::string line;
+  std::size_t budget = kMaxHeadBytes;
+  ConnectionStream::Line got;
+  // RFC 9112 2.2: empty lines before a request line are ignored.
+  do {
+    got = strm.read_line(line, budget);
+    if (got == ConnectionStream::Line::too_long) return ReadResult::too_large;
+    if (got == ConnectionStream::Line::closed) return ReadResult::closed;
+    budget -= std::min(budget, line.size() + 2);
+  } while (line.empty() && budget > 0);
+
+  const auto sp1 = line.find(' ');
+  const auto sp2 = sp1 == std::string::npos ? std::string::npos : line.find(' ', sp1 + 1);
+  if (sp1 == 0 || sp2 == std::string::npos || line.find(' ', sp2 + 1) != std::string::npos) return ReadResult::bad;
+  req.method = line.substr(0, sp1);
+  std::string target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string version = line.substr(sp2 + 1);
+  if (version.rfind("HTTP/", 0) != 0) return ReadResult::bad;
+  if (version == "HTTP/1.0") {
+    req.http10 = true;
+    req.keep_alive = false;
+  } else if (version != "HTTP/1.1") {
+    return ReadResult::bad_version;
+  }
+  if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {  // absolute form
+    const auto slash = target.find('/', target.find("//") + 2);
+    target = slash == std::string::npos ? "/" : target.substr(slash);
+  }
+  if (target.empty() || target[0] != '/') return ReadResult::bad;
+  req.path = target.substr(0, target.find_first_of("?#"));
+
+  for (std::size_t headers = 0;; ++headers) {
+    got = strm.read_line(line, budget);
+    if (got == ConnectionStream::Line::too_long) return ReadResult::too_large;
+    if (got == ConnectionStream::Line::closed) return ReadResult::closed;
+    budget -= std::min(budget, line.size() + 2);
+    if (line.empty()) break;
+    if (headers == kMaxHeaders) return ReadResult::too_large;
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon == 0 || line[0] == ' ' || line[0] == '\t') return ReadResult::bad;
+    const std::string name = lower(line.substr(0, colon));
+    if (name.find_first_of(" \t") != std::string::npos) return ReadResult::bad;
+    const std::string value = trim(line.substr(colon + 1));
+    if (name == "connection") {
+      if (has_token(value, "close")) req.keep_alive = false;
+      else if (has_token(value, "keep-alive")) req.keep_alive = true;
+    } else if (name == "content-length") {
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos || value.size() > 9)
+        return ReadResult::bad;
+      req.content_length = std::stoul(value);
+    } else if (name == "transfer-encoding") {
+      req.chunked = true;
+    }
+  }
+  return ReadResult::ok;
+}
+
 }  // namespace
 
-class RoleEndpoints::Server final : public httplib::Server {
+class RoleEndpoints::Server {
  public:
-  explicit Server(const EndpointLimits& limits) : limits_(limits) {
+  // Answers a GET of `path`: sets status, body and content type (404 by default).
+  using Handler = std::function<void(const std::string& path, int& status, std::string& body,
+                                     const char*& content_type)>;
+
+  Server(const EndpointLimits& limits, Handler handler)
+      : limits_(limits),
+        handler_(std::move(handler)),
+        pool_(limits.max_connections, limits.warm_threads, limits.idle_thread_linger,
+              [this](int sock) { serve(sock); }) {
     // Level-triggered and never reset: once written, every poll of every connection
     // returns at once.
     stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_fd_ < 0) stop_fd_error_ = std::strerror(errno);
-    const EndpointLimits l = limits_;
-    new_task_queue = [l] {
-      return new ElasticPool(l.max_connections, l.warm_threads, l.idle_thread_linger);
-    };
-    // Only for the Keep-Alive header of the answers (the connection loop below applies
-    // the limits): advertise no longer than we keep, so clients close first.
-    set_keep_alive_max_count(std::max<std::size_t>(1, limits_.keep_alive_max_requests));
-    set_keep_alive_timeout(std::max<long long>(
-        1, std::chrono::duration_cast<std::chrono::seconds>(limits_.keep_alive_idle).count()));
-    // Headers and body go out in separate writes: without TCP_NODELAY, a health checker
-    // on a kept-alive connection waits ~40 ms for each answer (Nagle + delayed ACK).
-    set_tcp_nodelay(true);
-    // httplib's default sets SO_REUSEPORT on the listening socket: a second agent given
-    // the same port would then bind too and the kernel would share the checks between
-    // the two. SO_REUSEADDR only: a restart may bind while old connections linger in
-    // TIME_WAIT, but a port another process listens on is refused.
-    set_socket_options([](socket_t sock) {
-      int yes = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    // The requests are a line and a few headers: refuse big bodies rather than buffer them.
-    set_payload_max_length(64 * 1024);
   }
 
-  ~Server() override {
+  // REQUIRES: accept_loop() is not running (it has returned, or never started).
+  ~Server() {
+    shut_down();
+    pool_.shutdown();  // before the descriptors its threads poll are closed
+    if (listen_fd_ >= 0) ::close(listen_fd_);
     if (stop_fd_ >= 0) ::close(stop_fd_);
   }
 
@@ -384,70 +478,175 @@ class RoleEndpoints::Server final : public httplib::Server {
     return false;
   }
 
-  // The port of the listening socket, after a bind.
+  // Binds HOST:PORT and listens. On failure returns false and sets `error`.
+  bool listen(const std::string& host, int port, std::string& error) {
+    const std::string where = "cannot listen on " + host + ":" + std::to_string(port);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), std::to_string(port).c_str(), &hints, &found);
+    if (rc != 0) {
+      error = where + " (" + ::gai_strerror(rc) + ")";
+      return false;
+    }
+    int last_errno = 0;
+    for (const addrinfo* a = found; a != nullptr && listen_fd_ < 0; a = a->ai_next) {
+      const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd < 0) {
+        last_errno = errno;
+        continue;
+      }
+      // SO_REUSEADDR only: a restart may bind while old connections linger in TIME_WAIT,
+      // but a port another process listens on is refused (no SO_REUSEPORT: a second
+      // agent given the same port would bind too, and the kernel would share the checks
+      // between the two).
+      int yes = 1;
+      int no = 0;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      if (a->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
+      if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, kListenBacklog) == 0) {
+        listen_fd_ = fd;
+      } else {
+        last_errno = errno;
+        ::close(fd);
+      }
+    }
+    ::freeaddrinfo(found);
+    if (listen_fd_ < 0) {
+      error = where + " (address in use or not available: " + std::strerror(last_errno) + ")";
+      return false;
+    }
+    return true;
+  }
+
+  // The port of the listening socket, after listen().
   int bound_port() const {
     sockaddr_storage a{};
     socklen_t len = sizeof a;
-    const socket_t s = svr_sock_;
-    if (s == INVALID_SOCKET || ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) return 0;
+    if (listen_fd_ < 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return 0;
     if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
     if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
     return 0;
   }
 
-  // httplib 0.11 listens with a backlog of 5 (compiled into the library): a burst of
-  // more checkers connecting at once than the accepting thread has taken lost SYNs and
-  // waited a second for the retransmission. Listening again changes the backlog.
-  bool widen_backlog(std::string& error) {
-    const socket_t s = svr_sock_;
-    if (s != INVALID_SOCKET && ::listen(s, kListenBacklog) == 0) return true;
-    error = std::string("cannot listen: ") + std::strerror(errno);
-    return false;
+  // The accepting thread: accepts connections until shut_down(), then closes every
+  // connection and joins their threads.
+  void accept_loop() {
+    for (;;) {
+      pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      const int n = ::poll(p, 2, -1);
+      if (n < 0 && errno != EINTR) break;
+      if (p[1].revents & POLLIN) break;
+      if (n <= 0 || !(p[0].revents & POLLIN)) continue;
+      const int sock = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (sock < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors or memory: the connection waits in the backlog; retry a
+          // little later instead of spinning on the ready listening socket.
+          pollfd s{stop_fd_, POLLIN, 0};
+          ::poll(&s, 1, 10);
+        }
+        continue;  // EINTR, ECONNABORTED, EAGAIN...: the next one
+      }
+      if (!pool_.enqueue(sock)) close_socket(sock);  // at the cap: closed at once, unread
+    }
+    pool_.shutdown();
   }
 
-  // Wakes every connection (they close) and closes the listening socket, so that
-  // listen_after_bind() returns and joins the pool. Unlike httplib::Server::stop() this
-  // works before listen_after_bind() has started running, too: it then returns at once.
+  // Wakes every connection (they close) and the accepting thread (it returns after
+  // joining them). Before accept_loop() has started, too: it then returns at once.
   void shut_down() {
     if (stop_fd_ >= 0) {
       const std::uint64_t one = 1;
       [[maybe_unused]] const ssize_t n = ::write(stop_fd_, &one, sizeof one);
     }
-    const socket_t s = svr_sock_.exchange(INVALID_SOCKET);
-    if (s != INVALID_SOCKET) close_socket(s);  // wakes accept() with an error
   }
 
  private:
-  // httplib calls this for every accepted socket, on a thread of the pool (or on the
-  // accepting thread, refusing, see t_refusing). It must close the socket.
-  bool process_and_close_socket(socket_t sock) override {
-    if (t_refusing) {
-      close_socket(sock);
-      return false;
-    }
-    // Inherited from the listening socket on Linux; set again so as not to depend on it.
+  // Serves one connection on a thread of the pool, request after request, and closes it.
+  void serve(int sock) {
+    // Without TCP_NODELAY a kept-alive checker can wait ~40 ms for an answer (Nagle +
+    // delayed ACK).
     int yes = 1;
     ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
     ConnectionStream strm(sock, stop_fd_);
-    bool ok = false;
     const std::size_t max_requests = std::max<std::size_t>(1, limits_.keep_alive_max_requests);
     for (std::size_t served = 0; served < max_requests; ++served) {
       if (!strm.wait_for_request(limits_.keep_alive_idle)) break;
       strm.set_deadline(Clock::now() + limits_.request_timeout);
-      bool connection_closed = false;
-      const bool last = served + 1 == max_requests;  // answers with "Connection: close"
-      ok = process_request(strm, last, connection_closed, nullptr);
-      if (!ok || connection_closed || strm.broken()) break;
+      Request req;
+      const ReadResult r = read_request(strm, req);
+      if (r == ReadResult::closed) break;  // timed out, stopped, or the peer left
+      if (r != ReadResult::ok) {
+        answer_and_close(strm, r == ReadResult::too_large ? 431 : r == ReadResult::bad_version ? 505 : 400);
+        break;
+      }
+      if (req.content_length > kMaxBodyBytes) {
+        answer_and_close(strm, 413);
+        break;
+      }
+      // A body is read and dropped, to keep the stream in step; a chunked one is not
+      // read, and the connection closes after the answer.
+      if (req.content_length > 0 && !strm.skip(req.content_length)) break;
+      bool keep_alive = req.keep_alive && !req.chunked && served + 1 < max_requests;
+      int status = 404;
+      std::string body;
+      const char* content_type = "text/plain";
+      if (req.method != "GET" && req.method != "HEAD") {
+        status = 405;
+      } else {
+        try {
+          handler_(req.path, status, body, content_type);
+        } catch (...) {  // the view or the metrics failed: say so, never a half answer
+          status = 500;
+          body.clear();
+          content_type = "text/plain";
+          keep_alive = false;
+        }
+      }
+      if (!answer(strm, status, content_type, keep_alive, max_requests - served - 1, body,
+                  req.method == "HEAD") ||
+          !keep_alive)
+        break;
     }
     close_socket(sock);
-    return ok;
   }
 
-  static constexpr int kListenBacklog = 128;
+  // Writes one answer in one write: status line, headers and (unless `head_only`,
+  // which still announces its length) the body. False if it could not be written.
+  bool answer(ConnectionStream& strm, int status, const char* content_type, bool keep_alive,
+              std::size_t requests_left, const std::string& body, bool head_only = false) {
+    std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
+    out += "Content-Type: ";
+    out += content_type;
+    out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    if (status == 405) out += "Allow: GET, HEAD\r\n";
+    if (keep_alive) {
+      // Advertise no longer than we keep, so clients close first.
+      const auto idle_s = std::max<long long>(
+          1, std::chrono::duration_cast<std::chrono::seconds>(limits_.keep_alive_idle).count());
+      out += "Connection: keep-alive\r\nKeep-Alive: timeout=" + std::to_string(idle_s) +
+             ", max=" + std::to_string(requests_left) + "\r\n";
+    } else {
+      out += "Connection: close\r\n";
+    }
+    out += "\r\n";
+    if (!head_only) out += body;
+    return strm.write_all(out);
+  }
+  // An error answer, with "Connection: close"; the caller closes.
+  void answer_and_close(ConnectionStream& strm, int status) {
+    answer(strm, status, "text/plain", /*keep_alive=*/false, 0, std::string());
+  }
 
   const EndpointLimits limits_;
+  const Handler handler_;
   int stop_fd_ = -1;
   std::string stop_fd_error_;
+  int listen_fd_ = -1;
+  ConnectionPool pool_;  // last: its threads use the members above
 };
 
 RoleEndpoints::RoleEndpoints(std::function<RoleView()> view, std::function<std::string()> metrics,
@@ -461,47 +660,41 @@ bool RoleEndpoints::start(const std::string& host, int port, std::string& error)
     error = "the role endpoints are already serving";
     return false;
   }
-  server_ = std::make_unique<Server>(limits_);
-  if (!server_->ready(error)) {
-    server_.reset();
-    return false;
-  }
-
-  auto answer = [](httplib::Response& res, bool ok, const char* yes, const char* no) {
-    res.status = ok ? 200 : 503;
-    res.set_content(ok ? yes : no, "text/plain");
+  // Every answer asks the view afresh: /master is judged at the moment of the request.
+  auto route = [this](const std::string& path, int& status, std::string& body, const char*& content_type) {
+    auto yes_no = [&](bool ok, const char* yes, const char* no) {
+      status = ok ? 200 : 503;
+      body = ok ? yes : no;
+    };
+    if (path == "/master") {
+      yes_no(view_().master, "master\n", "not master\n");
+    } else if (path == "/standby") {
+      yes_no(view_().connected_standby, "standby\n", "not a connected standby\n");
+    } else if (path == "/health") {
+      yes_no(view_().healthy, "healthy\n", "no database round trip within ttl\n");
+    } else if (path == "/status") {
+      status = 200;
+      body = status_json(view_());
+      content_type = "application/json";
+    } else if (path == "/metrics") {
+      status = 200;
+      body = metrics_();
+      content_type = "text/plain; version=0.0.4";
+    }
   };
-  server_->Get("/master", [this, answer](const httplib::Request&, httplib::Response& res) {
-    answer(res, view_().master, "master\n", "not master\n");
-  });
-  server_->Get("/standby", [this, answer](const httplib::Request&, httplib::Response& res) {
-    answer(res, view_().connected_standby, "standby\n", "not a connected standby\n");
-  });
-  server_->Get("/health", [this, answer](const httplib::Request&, httplib::Response& res) {
-    answer(res, view_().healthy, "healthy\n", "no database round trip within ttl\n");
-  });
-  server_->Get("/status", [this](const httplib::Request&, httplib::Response& res) {
-    res.status = 200;
-    res.set_content(status_json(view_()), "application/json");
-  });
-
-  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.status = 200;
-    res.set_content(metrics_(), "text/plain; version=0.0.4");
-  });
-
-  if (!server_->bind_to_port(host, port)) {
-    error = "cannot listen on " + host + ":" + std::to_string(port) +
-            " (address in use or not available)";
-    server_.reset();
-    return false;
-  }
-  if (!server_->widen_backlog(error)) {
+  server_ = std::make_unique<Server>(limits_, route);
+  if (!server_->ready(error) || !server_->listen(host, port, error)) {
     server_.reset();
     return false;
   }
   port_ = server_->bound_port();
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  try {
+    thread_ = std::thread([this] { server_->accept_loop(); });
+  } catch (const std::system_error& e) {
+    server_.reset();
+    error = std::string("cannot start the accepting thread: ") + e.what();
+    return false;
+  }
   return true;
 }
 

@@ -1,5 +1,6 @@
-// The agent under systemd (Type=notify): READY=1, STATUS= and WATCHDOG=1 through
-// libsystemd's sd_notify. Outside systemd (no NOTIFY_SOCKET) every call does nothing.
+// The agent under systemd (Type=notify): READY=1, STATUS= and WATCHDOG=1 through the
+// sd_notify(3) protocol (systemd_notify.cpp, without libsystemd). Outside systemd (no
+// NOTIFY_SOCKET) every call does nothing.
 #pragma once
 
 #include <chrono>

@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config
   libpqxx-dev libpq-dev libcli11-dev libpugixml-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
   postgresql faketime curl ca-certificates procps locales
-  libsystemd-dev systemd haproxy prometheus lintian docker-compose dpkg-dev file fakeroot
+  systemd haproxy prometheus lintian docker-compose dpkg-dev file fakeroot
   etcd-server etcd-client gnuplot-nox
 )
 

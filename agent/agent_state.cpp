@@ -145,7 +145,7 @@ void AgentState::perform() {
     // the deadline timer may be next in line for this mutex.
     for (HookCall& h : e.hooks) hooks_.enqueue(std::move(h));
     if (e.systemd) systemd_.notify(*e.systemd);
-    for (const Effects::Line& l : e.lines) log_event(l.level, l.message, l.fields);
+    for (const Effects::Line& l : e.lines) log_event_at(l.at, l.level, l.message, l.fields);
   }
 }
 

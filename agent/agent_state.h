@@ -34,6 +34,10 @@ struct Effects {
     LogLevel level;
     std::string message;
     LogFields fields;
+    // When it happened: stamped under the mutex, with the decision, so that a line is not
+    // dated by when the thread came round to writing it (a promotion is visible on
+    // /master from the decision on; tests order the two).
+    std::chrono::system_clock::time_point at = std::chrono::system_clock::now();
   };
   std::vector<Line> lines;
   std::vector<HookCall> hooks;

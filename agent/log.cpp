@@ -23,8 +23,7 @@ bool json_format = false;
 std::string origin_cluster;
 std::string origin_node;
 
-std::string utc_now() {
-  const auto now = std::chrono::system_clock::now();
+std::string utc_at(std::chrono::system_clock::time_point now) {
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
@@ -135,11 +134,12 @@ nlohmann::ordered_json json_value(const LogValue& v) {
   return nullptr;
 }
 
-std::string format_locked(LogLevel level, const std::string& message, const LogFields& fields) {
+std::string format_locked(LogLevel level, const std::string& message, const LogFields& fields,
+                          std::chrono::system_clock::time_point at) {
   std::string line;
   if (json_format) {
     nlohmann::ordered_json j;
-    j["ts"] = utc_now();
+    j["ts"] = utc_at(at);
     j["level"] = level_name(level);
     if (!origin_cluster.empty()) j["cluster"] = origin_cluster;
     if (!origin_node.empty()) j["node"] = origin_node;
@@ -147,7 +147,7 @@ std::string format_locked(LogLevel level, const std::string& message, const LogF
     for (const auto& [k, v] : fields) j[k] = json_value(v);
     line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   } else {
-    line = utc_now() + " " + level_name(level) + " ";
+    line = utc_at(at) + " " + level_name(level) + " ";
     if (!origin_node.empty()) line += "[" + origin_cluster + "/" + origin_node + "] ";
     for (char c : message) line += (c == '\n' ? ' ' : c);
     for (const auto& [k, v] : fields) line += " " + k + "=" + text_value(v.plain());
@@ -160,7 +160,7 @@ std::string format_locked(LogLevel level, const std::string& message, const LogF
 std::string dropped_notice_locked(std::uint64_t n) {
   return format_locked(LogLevel::warning,
                        std::to_string(n) + " log lines dropped: stderr did not take them in time",
-                       {{"event", "log-dropped"}, {"dropped", n}});
+                       {{"event", "log-dropped"}, {"dropped", n}}, std::chrono::system_clock::now());
 }
 
 // Queues a formatted line, or counts it dropped; never blocks on stderr. A notice of
@@ -220,9 +220,14 @@ void log_set_origin(const std::string& cluster, const std::string& node) {
 }
 
 void log_event(LogLevel level, const std::string& message, const LogFields& fields) {
+  log_event_at(std::chrono::system_clock::now(), level, message, fields);
+}
+
+void log_event_at(std::chrono::system_clock::time_point at, LogLevel level, const std::string& message,
+                  const LogFields& fields) {
   try {
     std::lock_guard<std::mutex> lock(log_mutex);
-    enqueue_locked(format_locked(level, message, fields));
+    enqueue_locked(format_locked(level, message, fields, at));
   } catch (...) {
     // Logging never throws.
   }
@@ -254,7 +259,7 @@ bool log_flush(std::chrono::milliseconds limit) {
 std::string log_format_line(LogLevel level, const std::string& message, const LogFields& fields) {
   try {
     std::lock_guard<std::mutex> lock(log_mutex);
-    return format_locked(level, message, fields);
+    return format_locked(level, message, fields, std::chrono::system_clock::now());
   } catch (...) {
     return {};
   }

@@ -59,6 +59,9 @@ void log_set_origin(const std::string& cluster, const std::string& node);
 
 // Writes one line: UTC wall time, level, message, fields. Never throws.
 void log_event(LogLevel level, const std::string& message, const LogFields& fields = {});
+// The same, stamped with `at` (the moment the event happened) instead of now.
+void log_event_at(std::chrono::system_clock::time_point at, LogLevel level, const std::string& message,
+                  const LogFields& fields = {});
 
 // Waits until every line logged so far has been written to stderr, at most `limit`.
 // Returns whether all were written (false: stderr is stalled; the rest is lost at exit).

@@ -112,8 +112,13 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Priority)" = optional ] || fail "Priority: '$(field Priority)'"
 field Maintainer | grep -Eq '^[^<]+ <[^@ ]+@[^> ]+>$' || fail "Maintainer: '$(field Maintainer)'"
 depends=$(field Depends)
-for d in adduser 'libc6 (>=' 'libstdc++6 (>=' 'libpqxx-' 'libpq5' 'libsystemd0' 'libpugixml'; do
+for d in adduser 'libc6 (>=' 'libstdc++6 (>=' 'libpqxx-' 'libpq5' 'libpugixml'; do
   case ", $depends" in *", $d"*) ;; *) fail "Depends lacks $d (dpkg-shlibdeps computed?): $depends" ;; esac
+done
+# The agent speaks sd_notify and HTTP itself (agent/systemd_notify.cpp, role_endpoints.cpp):
+# libsystemd and cpp-httplib are not loaded, so not depended on.
+for d in libsystemd0 libcpp-httplib; do
+  case ", $depends" in *", $d"*) fail "Depends has $d, which the agent does not load: $depends" ;; esac
 done
 description=$(field Description)
 [ "$(printf '%s\n' "$description" | wc -l)" -ge 5 ] || fail "Description has no long description"

@@ -89,9 +89,13 @@ Report check_history(const std::vector<Answer>& answers, const std::vector<HookR
     for (std::size_t i = 0; i < r.periods.size(); ++i)
       if (r.periods[i].node == a.node && r.periods[i].from <= a.recv && a.sent <= r.periods[i].to) idx = i;
     if (!idx) {
+      std::string terms;  // the node's own terms, to see how far off it was
+      for (const Period& x : r.periods)
+        if (x.node == a.node) terms += " [" + at(x.from, base) + ", " + at(x.to, base) + "]";
       r.violations.push_back("(a) " + (a.node.empty() ? std::string("an unnamed server") : a.node) +
                              " answered 200 (sent " + at(a.sent, base) + ", received " + at(a.recv, base) +
-                             ") while it was not master; master then: " + master_at(a.sent));
+                             ") while it was not master; master then: " + master_at(a.sent) +
+                             "; its terms:" + (terms.empty() ? std::string(" none") : terms));
       continue;
     }
     if (!period_seen[*idx]) {

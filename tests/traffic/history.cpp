@@ -45,7 +45,8 @@ std::vector<Period> master_periods(std::vector<HookRecord> hooks, const std::vec
     }
     // kill -9 takes the agent and its app server: nothing of that node answers after it.
     for (const Fault& f : faults)
-      if (f.kind == FaultKind::kill && f.node == m.node && f.start >= m.t && f.start < to) to = f.start;
+      if (f.kind == FaultKind::kill && f.node == m.node && f.start >= m.t && f.start < to)
+        to = std::max(f.start, f.gone);
     out.push_back({m.node, m.epoch, m.t - p.promote_slack, to});
   };
   std::map<std::string, std::optional<HookRecord>> open;

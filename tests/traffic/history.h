@@ -39,6 +39,9 @@ struct Fault {
   std::string target;  // switchover: the node asked for
   i64 start = 0;       // the instant before the signal, or before the switchover command started
   i64 end = 0;         // pause: the SIGCONT; otherwise start
+  // kill: when both processes had been reaped (0: at start). SIGKILL takes effect
+  // asynchronously, and an app server may still finish an answer in between.
+  i64 gone = 0;
 };
 
 struct Params {

@@ -67,6 +67,21 @@ TEST_CASE("a kill -9: the new master answers after ttl; the gap is measured from
   CHECK(r.steady_errors == 0);
 }
 
+TEST_CASE("a kill -9: an answer the app server finished before it died is its own; one after is not") {
+  Fault kill = fault(FaultKind::kill, "node1", 1000);
+  kill.gone = 1010 * kMs;  // both processes reaped 10 ms after the signals were sent
+  for (const auto& [until, ok] : {std::pair<double, bool>{1008, true}, std::pair<double, bool>{1015, false}}) {
+    std::vector<Answer> h;
+    serve(h, "node1", 0, until);
+    serve(h, "", until, 3040);
+    serve(h, "node2", 3040, 3500);
+    const auto r = check_history(h, {promote("node1", -10, 1), promote("node2", 3000, 2)}, {kill}, params(),
+                                 3500 * kMs);
+    INFO("node1 answers until " << until << ": " << (r.violations.empty() ? "" : r.violations.front()));
+    CHECK(r.ok() == ok);
+  }
+}
+
 TEST_CASE("a kill -9: traffic that resumes later than ttl + 1 s fails (c)") {
   std::vector<Answer> h;
   serve(h, "node1", 0, 1000);

@@ -552,9 +552,10 @@ void Run::scenario(FaultKind k) {
       f.start = f.end = mono_ns();
       ::kill(old.agent, SIGKILL);
       ::kill(old.app, SIGKILL);
-      faults_.push_back(f);
       lease_agent_proc::wait_pid(old.agent, std::chrono::milliseconds(5000));
       lease_agent_proc::wait_pid(old.app, std::chrono::milliseconds(5000));
+      f.gone = mono_ns();  // (an answer the app server finished before it died is its own)
+      faults_.push_back(f);
       who = await_new_master(old, f.start, kTtlMs + 5000);
       print_scenario(traffic::check_history(client_->answers(), read_hooks(hooks_), faults_, params(), mono_ns()).scenarios.back());
       say("   restarting " + old.name + " (app server and agent): it joins the back of the line");

@@ -99,9 +99,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "settings.h"
 
 namespace {
+
+using bench::free_port;
+using bench::one_line;
 
 // ---------------------------------------------------------------------------
 // Time, interruption, small text helpers.
@@ -139,13 +143,6 @@ bool sleep_until(Ns until) {
   return false;
 }
 
-std::string one_line(std::string s) {  // libpq's and etcd's messages span lines
-  std::replace_if(
-      s.begin(), s.end(), [](char c) { return c == '\n' || c == '\t' || c == '\r'; }, ' ');
-  while (!s.empty() && s.back() == ' ') s.pop_back();
-  return s;
-}
-
 // The last non-empty line of a file ("" if none), at most 300 characters.
 std::string last_line(const std::string& path) {
   std::ifstream in(path);
@@ -176,21 +173,6 @@ std::vector<std::string> split_commas(const std::string& s) {
   while (std::getline(in, one, ','))
     if (!one.empty()) out.push_back(one);
   return out;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw Fatal("no free port on 127.0.0.1: " + std::string(std::strerror(errno)));
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // ---------------------------------------------------------------------------
@@ -639,13 +621,6 @@ bool one_run(const Scenario& s, const RunId& id, Ns ttl, Result& r, std::string&
   return true;
 }
 
-// Nearest rank: the smallest sample with at least p % of the samples at or below it.
-double nearest_rank(const std::vector<double>& sorted, int p) {
-  const size_t n = sorted.size();
-  const size_t rank = std::max<size_t>(1, (static_cast<size_t>(p) * n + 99) / 100);
-  return sorted[rank - 1];
-}
-
 double round3(double x) { return std::round(x * 1000.0) / 1000.0; }
 
 // The stdout line of a scenario, and its JSON object.
@@ -667,7 +642,7 @@ nlohmann::json report(const Scenario& s, const Result& r, double ttl_ms) {
     for (const char* k : {"min", "median", "p95", "max", "max_over_ttl"}) j[k] = nullptr;
     std::printf("  no samples");
   } else {
-    const double mn = v.front(), med = nearest_rank(v, 50), p95 = nearest_rank(v, 95), mx = v.back();
+    const double mn = v.front(), med = bench::percentile(v, 0.5), p95 = bench::percentile(v, 0.95), mx = v.back();
     j["min"] = round3(mn);
     j["median"] = round3(med);
     j["p95"] = round3(p95);
@@ -704,9 +679,9 @@ nlohmann::json report(const Scenario& s, const Result& r, double ttl_ms) {
 const std::vector<std::string> kDefault{"etcd-lock-term", "etcd-lock-kill", "etcd-lock-stop", "etcd-elect-term",
                                         "advisory-term",  "advisory-kill",  "advisory-stop"};
 
-int bench(int runs, const std::string& ttl_s, std::string stop_limit_s, const std::string& scenario_list,
-          const std::string& json_path, std::string dsn, const std::string& etcd_path, const std::string& etcdctl_path,
-          bool elect_crash, bool etcd_fsync) {
+int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const std::string& scenario_list,
+            const std::string& json_path, std::string dsn, const std::string& etcd_path, const std::string& etcdctl_path,
+            bool elect_crash, bool etcd_fsync) {
   Ns ttl = 0, stop_limit = 0;
   try {
     ttl = static_cast<Ns>(lease_agent::parse_duration(ttl_s).count()) * kMs;
@@ -905,8 +880,8 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   if (!std::getenv("PGCONNECT_TIMEOUT")) ::setenv("PGCONNECT_TIMEOUT", "5", 1);  // an unreachable host: no hang
   try {
-    return bench(runs, ttl_s, stop_limit_s, scenarios, json_path, dsn, etcd_path, etcdctl_path, elect_crash,
-                 etcd_fsync);
+    return run_all(runs, ttl_s, stop_limit_s, scenarios, json_path, dsn, etcd_path, etcdctl_path, elect_crash,
+                   etcd_fsync);
   } catch (const Fatal& e) {
     std::fprintf(stderr, "alt_bench: %s\n", e.what());
     return 2;

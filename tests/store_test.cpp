@@ -79,6 +79,27 @@ std::string fresh_database(const std::string& name, const std::string& fixture) 
   return dsn;
 }
 
+// Applies today's schema to the database of `dsn` twice, as `schema apply` does (the second
+// time changes nothing), and checks its version; the options of a new agent "n3" of
+// cluster "c" with `incarnation`, for the test to go on with.
+StoreOptions upgrade_in_place(const std::string& dsn, const std::string& incarnation) {
+  StoreOptions o;
+  o.dsn = dsn;
+  o.cluster = "c";
+  o.node = "n3";
+  o.incarnation = incarnation;
+  o.ttl = milliseconds(2000);
+  o.renew = milliseconds(500);
+  LeaseStore admin(o);
+  admin.connect(false, false);
+  admin.apply_schema();
+  admin.apply_schema();
+  pqxx::connection c(dsn);
+  pqxx::nontransaction tx(c);
+  CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
+  return o;
+}
+
 // An agent of an earlier schema version, with its statements prepared as it prepared them
 // (`heartbeat_function`: lease_agent.heartbeat for version 2, heartbeat_v3 for version 3).
 struct OldAgent {
@@ -716,24 +737,7 @@ TEST_CASE("schema apply upgrades a version-2 database in place while version-2 a
   REQUIRE(epoch == 1);
 
   // The upgrade, while they run.
-  StoreOptions o;
-  o.dsn = dsn;
-  o.cluster = "c";
-  o.node = "n3";
-  o.incarnation = "n3-v3";
-  o.ttl = milliseconds(2000);
-  o.renew = milliseconds(500);
-  {
-    LeaseStore admin(o);
-    admin.connect(false, false);
-    admin.apply_schema();
-    admin.apply_schema();  // and again: nothing changes
-  }
-  {
-    pqxx::connection c(dsn);
-    pqxx::nontransaction tx(c);
-    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
-  }
+  const StoreOptions o = upgrade_in_place(dsn, "n3-v3");
 
   // The version-2 agents go on over the statements they prepared before: the master
   // renews its term, the standby stays standby.
@@ -990,23 +994,10 @@ TEST_CASE("schema apply upgrades a version-3 database in place while version-3 a
   const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
   REQUIRE(epoch == 1);
 
-  StoreOptions o;
-  o.dsn = dsn;
-  o.cluster = "c";
-  o.node = "n3";
-  o.incarnation = "n3-v4";
-  o.ttl = milliseconds(2000);
-  o.renew = milliseconds(500);
-  {
-    LeaseStore admin(o);
-    admin.connect(false, false);
-    admin.apply_schema();
-    admin.apply_schema();  // and again: nothing changes
-  }
+  const StoreOptions o = upgrade_in_place(dsn, "n3-v4");
   pqxx::connection app(dsn);
   {
     pqxx::nontransaction tx(app);
-    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
     // The term held across the upgrade is fenced strictly too.
     CHECK_NOTHROW(tx.exec("SELECT lease_agent.assert_master('c', 'o1', 1)"));
   }
@@ -1077,23 +1068,7 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
   const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
   REQUIRE(epoch == 1);
-  StoreOptions o;
-  o.dsn = dsn;
-  o.cluster = "c";
-  o.node = "n3";
-  o.incarnation = "n3-v5";
-  o.ttl = milliseconds(2000);
-  o.renew = milliseconds(500);
-  {
-    LeaseStore admin(o);
-    admin.connect(false, false);
-    admin.apply_schema();
-    admin.apply_schema();  // and again: nothing changes
-  }
-  {
-    pqxx::nontransaction tx(listener);
-    CHECK(tx.exec("SELECT version FROM lease_agent.schema_info")[0][0].as<int>() == kSchemaVersion);
-  }
+  const StoreOptions o = upgrade_in_place(dsn, "n3-v5");
   // The version-4 agents go on over the statements they prepared before, and their
   // renewals are still announced on the shared channel.
   const pqxx::row r1 = o1.beat(epoch);

@@ -141,7 +141,8 @@ struct FaultProxy::Impl {
   void service(Conn& c, Mode m, Clock::time_point now);
   void handle(Conn& c, short client_events, short server_events, Mode m);
   bool read_into(int fd, Direction& d, bool dropped);
-  void accept_all(Mode m);
+  void apply_resets();
+  void accept_all();
   void retire();
   void close_all(bool abort);
 
@@ -234,12 +235,8 @@ void FaultProxy::Impl::run() {
 
 // One turn of the loop: apply a reset, write what is due, wait, then read and accept.
 void FaultProxy::Impl::step() {
+  apply_resets();
   const Mode m = mode.load();
-  const std::uint64_t r = resets.load();
-  if (r != resets_done || m == Mode::reset) {
-    resets_done = r;
-    close_all(true);
-  }
 
   Clock::time_point now = Clock::now();
   for (auto& c : conns) service(*c, m, now);
@@ -295,8 +292,18 @@ void FaultProxy::Impl::step() {
   for (std::size_t i = 0; i < polled; ++i) {
     handle(*conns[i], fds[2 + 2 * i].revents, fds[3 + 2 * i].revents, now_mode);
   }
-  if (fds[1].revents) accept_all(now_mode);
+  if (fds[1].revents) accept_all();
   retire();
+}
+
+// Resets every open connection if set_mode(reset) was called since the last time, or if
+// the mode is reset now.
+void FaultProxy::Impl::apply_resets() {
+  const std::uint64_t r = resets.load();
+  if (r != resets_done || mode.load() == Mode::reset) {
+    resets_done = r;
+    close_all(true);
+  }
 }
 
 // Before poll(): starts the upstream connect unless in drop, writes what is due, and
@@ -358,7 +365,12 @@ bool FaultProxy::Impl::read_into(int fd, Direction& d, bool dropped) {
   }
 }
 
-void FaultProxy::Impl::accept_all(Mode m) {
+// Accepts every pending connection, each under the mode at the moment it is accepted:
+// a caller may leave reset and connect while this loop runs (a mode read once for the
+// loop reset such a connection). A reset requested before the accept applies to the
+// connections open before it, not to the one accepted after.
+void FaultProxy::Impl::accept_all() {
+  apply_resets();
   for (;;) {
     int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
@@ -368,7 +380,7 @@ void FaultProxy::Impl::accept_all(Mode m) {
       }
       break;
     }
-    if (m == Mode::reset) {
+    if (mode.load() == Mode::reset) {
       close_socket(fd, true);
       continue;
     }

@@ -4,12 +4,12 @@
 //
 //   build/alt_bench [--runs 20] [--ttl 2s] [--stop-limit 6s] [--scenario LIST] [--json FILE]
 //                   [--dsn DSN] [--etcd /usr/bin/etcd] [--etcdctl /usr/bin/etcdctl]
-//                   [--elect-crash] [--etcd-fsync]
+//                   [--elect-crash] [--etcd-fsync] [--java /usr/bin/java] [--zk-classpath CP]
 //
 //   e.g.  mkdir -p /tmp/pg && scripts/pg.sh start /tmp/pg && . /tmp/pg/env   (LEASE_AGENT_TEST_DSN)
 //         cmake --build build --target alt_bench && build/alt_bench --runs 2 --json alt.json
 //         scripts/pg.sh stop /tmp/pg
-//   --runs 2 takes about 25 s, --runs 20 about 4-5 min (advisory-stop waits --stop-limit a run);
+//   --runs 2 takes about 45 s, --runs 20 about 6-7 min (advisory-stop waits --stop-limit a run);
 //   --elect-crash adds etcd-elect-kill, about 60 s a run (--runs 1 is enough).
 //
 // What it measures, per run: a holder takes a lock, a waiter queues behind it (the server shows
@@ -28,6 +28,11 @@
 //       `alt_bench advisory-hold --dsn DSN --key K` (connect, SELECT pg_advisory_lock(K), print a
 //       line, wait; on SIGTERM pg_advisory_unlock and exit). The database: --dsn or
 //       LEASE_AGENT_TEST_DSN (e.g. `scripts/pg.sh start DIR && . DIR/env`).
+//   zk-{term,kill,stop}         ZooKeeper's leader-election recipe (bench/zookeeper.h): holder and
+//       waiter are this program in its child mode `alt_bench zk-hold --hosts H --path /NAME
+//       --timeout-ms TTL` (an ephemeral sequential node under /NAME; the lowest is leader; each
+//       other watches its predecessor; prints "held n-..." once leader; on SIGTERM deletes its
+//       node and exits 0; on its session's expiry exits 1), on the C client (libzookeeper-mt).
 // Faults: term = SIGTERM to the holder (a clean release); kill = SIGKILL (etcd: the session's
 // lease must expire; PostgreSQL: the connection closes and the server drops the lock); stop =
 // SIGSTOP, kept frozen until the waiter got the lock (and at least ttl) or --stop-limit passed
@@ -41,6 +46,17 @@
 // then SIGKILL after 10 s; the dir removed), however the run ends. It runs with
 // --unsafe-no-fsync, as the PostgreSQL of scripts/pg.sh runs with fsync = off, so that neither
 // side pays for a disk flush; --etcd-fsync gives etcd's default.
+//
+// ZooKeeper: one standalone server (ZooKeeperServerMain from Debian's `zookeeper` jars, run with
+// --java, default /usr/bin/java) in the temp dir on a free loopback port, started before the
+// first zk scenario (ready when it answers the four-letter `srvr`) and stopped at the end. Its
+// tickTime is ttl/2, the largest that grants a session of ttl (the least a server grants is two
+// ticks; ZooKeeper's own default tick, 2 s, would make a session at least 4 s), and forceSync=no
+// (no fsync, as etcd and PostgreSQL here). A crash: the server expires the session when no
+// packet came for its timeout, checked on tick boundaries, and deletes its ephemeral node, so
+// the takeover comes in about (timeout - ping period, timeout + tick]; kill and stop wait a
+// random time in [0, tick) first. A frozen leader, resumed, reconnects, hears that its
+// session expired and exits; until then it believes it leads.
 //
 // What etcdctl 3.4 does (v3.4.23, etcdctl/ctlv3/command/lock_command.go, elect_command.go;
 // clientv3/lease.go; lease/lessor.go):
@@ -64,7 +80,7 @@
 //     `lock NAME COMMAND` does not watch its session at all: the command runs on. Measured: see
 //     the old-holder counts (here it exits a few ms after SIGCONT: Go's overdue timers fire).
 // The exit status is 0 when no run failed, 1 when one did, 2 on bad input (unknown scenario,
-// unreachable database, etcd missing), 130 when interrupted (SIGINT, SIGTERM). Every child is in
+// unreachable database, etcd or ZooKeeper missing), 130 when interrupted (SIGINT, SIGTERM). Every child is in
 // its own process group, dies with alt_bench (PR_SET_PDEATHSIG) and is killed and reaped at the
 // end of its run; every wait is bounded.
 #include <fcntl.h>
@@ -73,6 +89,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +118,7 @@
 
 #include "bench_util.h"
 #include "settings.h"
+#include "zookeeper.h"
 
 namespace {
 
@@ -479,6 +497,106 @@ class Etcd {
 };
 
 // ---------------------------------------------------------------------------
+// ZooKeeper: one standalone server of its own (Debian `zookeeper`: the jars, no service).
+
+// What a ZooKeeper server answers to a four-letter command on 127.0.0.1:port, within 2 s.
+std::string four_letters(int port, const std::string& command) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  timeval limit{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::send(fd, command.data(), command.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(command.size())) {
+    char b[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, b, sizeof b, 0)) > 0) out.append(b, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+class ZooKeeper {
+ public:
+  ZooKeeper(std::string java, std::string classpath, std::string dir, Ns tick)
+      : java_(std::move(java)), classpath_(std::move(classpath)), dir_(std::move(dir)), tick_(tick) {}
+  ~ZooKeeper() { stop(); }
+
+  // Starts it and waits until a session is established; throws Fatal.
+  void start(Ns session_timeout) {
+    if (::access(java_.c_str(), X_OK) != 0)
+      throw Fatal(java_ + " is not an executable (" + std::strerror(errno) + "); give --java");
+    const std::string jar = classpath_.substr(classpath_.rfind(':') + 1);  // the server's own jar, last
+    if (::access(jar.c_str(), R_OK) != 0)
+      throw Fatal(jar + " is not readable (" + std::strerror(errno) + "): install zookeeper, or give --zk-classpath");
+    port_ = free_port();
+    hosts_ = "127.0.0.1:" + std::to_string(port_);
+    const std::string cfg = dir_ + "/zoo.cfg", data = dir_ + "/zk-data";
+    std::filesystem::create_directories(data);
+    std::ofstream(cfg) << "tickTime=" << tick_ / kMs << "\n"
+                       << "minSessionTimeout=" << 2 * tick_ / kMs << "\n"
+                       << "dataDir=" << data << "\n"
+                       << "clientPort=" << port_ << "\n"
+                       << "clientPortAddress=127.0.0.1\n"
+                       << "admin.enableServer=false\n"
+                       << "forceSync=no\n"  // as etcd --unsafe-no-fsync and the test PostgreSQL's fsync = off
+                       << "4lw.commands.whitelist=srvr\n";
+    log_ = dir_ + "/zookeeper.log";
+    try {
+      proc_ = Child::start({java_, "-Xmx256m", "-cp", classpath_, "org.apache.zookeeper.server.ZooKeeperServerMain", cfg},
+                           log_, log_);
+    } catch (const std::exception& e) {
+      throw Fatal(std::string("zookeeper: ") + e.what());
+    }
+    const Ns deadline = mono_ns() + 30 * kSec;
+    while (!g_interrupted) {
+      if (proc_.wait_exit(0))
+        throw Fatal("zookeeper exited at start (" + describe_status(*proc_.wait_exit(0)) + "): " + last_line(log_));
+      if (four_letters(port_, "srvr").rfind("Zookeeper version: ", 0) == 0) break;
+      if (mono_ns() > deadline) throw Fatal("zookeeper did not answer `srvr` within 30 s: " + last_line(log_));
+      sleep_until(mono_ns() + 100 * kMs);
+    }
+    if (g_interrupted) return;
+    const std::string srvr = four_letters(port_, "srvr");
+    const std::string key = "Zookeeper version: ";
+    version_ = srvr.substr(key.size(), srvr.find_first_of("-,\n", key.size()) - key.size());
+    try {
+      session_ = std::make_unique<bench::zk::Session>(hosts_, std::chrono::milliseconds(session_timeout / kMs),
+                                                      std::chrono::seconds(20));
+    } catch (const std::exception& e) {
+      throw Fatal(std::string("zookeeper: ") + e.what());
+    }
+  }
+
+  void stop() {
+    session_.reset();
+    proc_.stop(10 * kSec);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_ + "/zk-data", ec);
+  }
+
+  const std::string& hosts() const { return hosts_; }
+  const std::string& version() const { return version_; }
+  // Candidates in line under `path` (-1: the server did not answer).
+  int candidates(const std::string& path) const { return session_ ? session_->children(path) : -1; }
+  // The session timeout the server grants a client that asks for ttl (as the parent's session).
+  int granted_ms() const { return session_ ? session_->negotiated_timeout_ms() : 0; }
+  Ns tick() const { return tick_; }
+
+ private:
+  std::string java_, classpath_, dir_, hosts_, log_, version_;
+  Ns tick_;
+  int port_ = 0;
+  Child proc_;
+  std::unique_ptr<bench::zk::Session> session_;
+};
+
+// ---------------------------------------------------------------------------
 // The child mode: hold a session advisory lock.
 
 int advisory_hold(const std::string& dsn, long long key) {
@@ -677,11 +795,12 @@ nlohmann::json report(const Scenario& s, const Result& r, double ttl_ms) {
 }
 
 const std::vector<std::string> kDefault{"etcd-lock-term", "etcd-lock-kill", "etcd-lock-stop", "etcd-elect-term",
-                                        "advisory-term",  "advisory-kill",  "advisory-stop"};
+                                        "advisory-term",  "advisory-kill",  "advisory-stop",  "zk-term",
+                                        "zk-kill",        "zk-stop"};
 
 int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const std::string& scenario_list,
             const std::string& json_path, std::string dsn, const std::string& etcd_path, const std::string& etcdctl_path,
-            bool elect_crash, bool etcd_fsync) {
+            bool elect_crash, bool etcd_fsync, const std::string& java_path, const std::string& zk_classpath) {
   Ns ttl = 0, stop_limit = 0;
   try {
     ttl = static_cast<Ns>(lease_agent::parse_duration(ttl_s).count()) * kMs;
@@ -711,10 +830,12 @@ int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const 
       std::any_of(wanted.begin(), wanted.end(), [](const std::string& n) { return n.rfind("etcd-", 0) == 0; });
   const bool need_pg =
       std::any_of(wanted.begin(), wanted.end(), [](const std::string& n) { return n.rfind("advisory-", 0) == 0; });
+  const bool need_zk =
+      std::any_of(wanted.begin(), wanted.end(), [](const std::string& n) { return n.rfind("zk-", 0) == 0; });
   if (!json_path.empty() && !std::ofstream(json_path, std::ios::app)) throw Fatal("cannot write --json " + json_path);
 
   TempDir work;                                                       // destroyed after etcd (declared before it)
-  nlohmann::json versions{{"etcd", nullptr}, {"postgres", nullptr}};  // null: not used in this run
+  nlohmann::json versions{{"etcd", nullptr}, {"postgres", nullptr}, {"zookeeper", nullptr}};  // null: not used
   Etcd etcd(etcd_path, etcdctl_path, work.path, etcd_fsync);
   if (need_etcd) {
     etcd.start();
@@ -723,6 +844,17 @@ int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const 
       return 130;
     }
     versions["etcd"] = etcd.version();
+  }
+  // tickTime ttl/2: the largest that grants a session of ttl (its minimum is two ticks), the
+  // closest to ZooKeeper's default of 2 s.
+  ZooKeeper zookeeper(java_path, zk_classpath, work.path, ttl / 2);
+  if (need_zk) {
+    zookeeper.start(ttl);
+    if (g_interrupted) {
+      std::fprintf(stderr, "alt_bench: interrupted\n");
+      return 130;
+    }
+    versions["zookeeper"] = zookeeper.version() + " (C client " + bench::zk::client_version() + ")";
   }
   std::unique_ptr<pqxx::connection> db;
   if (need_pg) {
@@ -776,6 +908,19 @@ int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const 
   };
   advisory.resume_watch = 300 * kMs;  // it never checks; it holds the lock for as long as its session lives
 
+  Tool zk;
+  zk.argv = [&](const RunId& id, int) {
+    return std::vector<std::string>{self_path, "zk-hold", "--hosts", zookeeper.hosts(), "--path", "/" + id.name,
+                                    "--timeout-ms", std::to_string(ttl / kMs)};
+  };
+  zk.marker = [](const RunId&) { return std::string("held "); };
+  zk.contenders = [&](const RunId& id) { return zookeeper.candidates("/" + id.name); };
+  zk.resumed = [&](const RunId& id) {
+    return zookeeper.candidates("/" + id.name) == 1 ? std::string("its node gone") : std::string("its node still there");
+  };
+  zk.own_ttl_ms = zookeeper.granted_ms();
+  zk.phase_spread = zookeeper.tick();  // the server expires sessions on tick boundaries
+
   const Ns quick = 3 * ttl + kSec;
   const std::map<std::string, Scenario> table{
       {"etcd-lock-term", {"etcd-lock-term", &lock, Fault::term, quick}},
@@ -786,17 +931,25 @@ int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const 
       {"advisory-term", {"advisory-term", &advisory, Fault::term, quick}},
       {"advisory-kill", {"advisory-kill", &advisory, Fault::kill, quick}},
       {"advisory-stop", {"advisory-stop", &advisory, Fault::stop, stop_limit}},
+      {"zk-term", {"zk-term", &zk, Fault::term, quick}},
+      {"zk-kill", {"zk-kill", &zk, Fault::kill, quick}},
+      {"zk-stop", {"zk-stop", &zk, Fault::stop, stop_limit}},
   };
 
-  std::printf("alt_bench: %d runs per scenario, ttl=%s, stop limit %.0f ms; etcd %s%s, postgres %s\n", runs,
-              ttl_s.c_str(), to_ms(stop_limit), need_etcd ? etcd.version().c_str() : "-",
+  std::printf("alt_bench: %d runs per scenario, ttl=%s, stop limit %.0f ms; etcd %s%s, postgres %s, zookeeper %s\n",
+              runs, ttl_s.c_str(), to_ms(stop_limit), need_etcd ? etcd.version().c_str() : "-",
               need_etcd && !etcd_fsync ? " (--unsafe-no-fsync)" : "",
-              need_pg ? versions["postgres"].get<std::string>().c_str() : "-");
+              need_pg ? versions["postgres"].get<std::string>().c_str() : "-",
+              need_zk ? (zookeeper.version() + " (tickTime " + std::to_string(zookeeper.tick() / kMs) +
+                         " ms, session " + std::to_string(zookeeper.granted_ms()) + " ms, forceSync=no)")
+                            .c_str()
+                      : "-");
   std::fflush(stdout);
   nlohmann::json out{{"tool versions", versions},
                      {"ttl_ms", ttl / kMs},
                      {"stop_limit_ms", stop_limit / kMs},
                      {"etcd_fsync", etcd_fsync},
+                     {"zookeeper_tick_ms", need_zk ? nlohmann::json(zookeeper.tick() / kMs) : nlohmann::json(nullptr)},
                      {"scenarios", nlohmann::json::object()}};
   int status = 0;
   for (size_t si = 0; si < wanted.size() && !g_interrupted; ++si) {
@@ -839,11 +992,13 @@ int run_all(int runs, const std::string& ttl_s, std::string stop_limit_s, const 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"alt_bench: takeover times of etcd's lock and election and of a PostgreSQL advisory lock"};
+  CLI::App app{"alt_bench: takeover times of etcd's lock and election, a PostgreSQL advisory lock and ZooKeeper's election recipe"};
   int runs = 20;
   std::string ttl_s = "2s", stop_limit_s, scenarios, json_path;
   std::string dsn = std::getenv("LEASE_AGENT_TEST_DSN") ? std::getenv("LEASE_AGENT_TEST_DSN") : "";
   std::string etcd_path = "/usr/bin/etcd", etcdctl_path = "/usr/bin/etcdctl";
+  std::string java_path = "/usr/bin/java",
+              zk_classpath = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
   bool elect_crash = false, etcd_fsync = false;
   app.add_option("--runs", runs, "runs per scenario")->check(CLI::Range(1, 1000));
   app.add_option("--ttl", ttl_s, "the ttl to compare with, whole seconds (etcdctl lock --ttl)");
@@ -856,6 +1011,8 @@ int main(int argc, char** argv) {
   app.add_option("--dsn", dsn, "advisory-*: the database (default: LEASE_AGENT_TEST_DSN)");
   app.add_option("--etcd", etcd_path, "the etcd binary");
   app.add_option("--etcdctl", etcdctl_path, "the etcdctl binary");
+  app.add_option("--java", java_path, "zk-*: the java binary that runs the ZooKeeper server");
+  app.add_option("--zk-classpath", zk_classpath, "zk-*: the ZooKeeper server's classpath (its jar last)");
   app.add_flag("--elect-crash", elect_crash, "also etcd-elect-kill (40-60 s a run: elect's session TTL is 60 s)");
   app.add_flag("--etcd-fsync", etcd_fsync, "run etcd with fsync (its default; without: --unsafe-no-fsync)");
   auto* hold = app.add_subcommand("advisory-hold", "child mode: hold a session advisory lock until SIGTERM");
@@ -863,6 +1020,12 @@ int main(int argc, char** argv) {
   long long hold_key = 0;
   hold->add_option("--dsn", hold_dsn)->required();
   hold->add_option("--key", hold_key)->required();
+  auto* zk_hold = app.add_subcommand("zk-hold", "child mode: ZooKeeper's election recipe, leader until SIGTERM");
+  std::string zk_hosts, zk_path;
+  int zk_timeout_ms = 2000;
+  zk_hold->add_option("--hosts", zk_hosts)->required();
+  zk_hold->add_option("--path", zk_path)->required();
+  zk_hold->add_option("--timeout-ms", zk_timeout_ms)->check(CLI::Range(100, 600000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -872,6 +1035,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*hold) return advisory_hold(hold_dsn, hold_key);
+  if (*zk_hold) return bench::zk::hold(zk_hosts, zk_path, std::chrono::milliseconds(zk_timeout_ms));
 
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;  // no SA_RESTART: waits return at once, then every loop sees the flag
@@ -881,7 +1045,7 @@ int main(int argc, char** argv) {
   if (!std::getenv("PGCONNECT_TIMEOUT")) ::setenv("PGCONNECT_TIMEOUT", "5", 1);  // an unreachable host: no hang
   try {
     return run_all(runs, ttl_s, stop_limit_s, scenarios, json_path, dsn, etcd_path, etcdctl_path, elect_crash,
-                   etcd_fsync);
+                   etcd_fsync, java_path, zk_classpath);
   } catch (const Fatal& e) {
     std::fprintf(stderr, "alt_bench: %s\n", e.what());
     return 2;

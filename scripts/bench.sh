@@ -7,7 +7,7 @@
 #
 # 1. Builds lease-agent, scale_bench, alt_bench and failover_bench into build/ (BUILD_DIR
 #    overrides; JOBS parallel jobs, default 2). alt_bench missing or not building: skipped
-#    with a line saying so, and no comparison with etcd.
+#    with a line saying so, and no comparison with etcd or ZooKeeper.
 # 2. Starts PostgreSQL with scripts/pg.sh in a temp dir (LEASE_AGENT_PG_CONF:
 #    shared_preload_libraries = 'pg_stat_statements', max_connections = 700,
 #    pg_stat_statements.track = top), creates the extension, applies the schema
@@ -16,14 +16,15 @@
 #    takeovers: kill, term, stop, switchover, the agents kept running) at 3, 10, 100 and 300
 #    agents in one cluster and at 100 clusters x 3: 20 runs per scenario at 3 and 10 agents,
 #    10 at the others, so that the whole run stays under about 40 minutes. Then
-#    build/alt_bench --json DIR/alt.json (etcdctl lock/elect, a PostgreSQL advisory lock), and
+#    build/alt_bench --json DIR/alt.json (etcdctl lock/elect, a PostgreSQL advisory lock,
+#    ZooKeeper's election recipe on a standalone server of its own), and
 #    build/notify_cost --json DIR/notify.json (what a NOTIFY per renewal, as schema 4 sent,
 #    would cost PostgreSQL at the same sizes).
 # 4. Merges everything into DIR/result.json: the machine (uname -a, nproc, CPU model, memory),
-#    the date (UTC), the versions (lease-agent, postgres, etcd, gnuplot, kernel), the
+#    the date (UTC), the versions (lease-agent, postgres, etcd, zookeeper, gnuplot, kernel), the
 #    settings, every scale_bench JSON, alt.json, the ratios alternative/ours of medians and
 #    maxima (term vs etcd-lock-term, kill vs etcd-lock-kill, stop vs etcd-lock-stop; and the
-#    advisory lock's), and every figure against its target of DESIGN.md ("Figures it must
+#    advisory lock's and ZooKeeper's), and every figure against its target of DESIGN.md ("Figures it must
 #    reach") as pass/fail booleans. Plots (gnuplot, PNG) into DIR: takeover_distributions.png
 #    (sorted samples per scenario, ours at each size and the alternatives', log y),
 #    takeover_vs_agents.png (median and max against the agent count), cost_vs_agents.png
@@ -136,7 +137,7 @@ if cmake --build "$build" -j"${JOBS:-2}" --target alt_bench >>"$out/build.log" 2
   have_alt=1
 else
   say "alt_bench: not built (no bench/alt_bench.cpp or its CMake target, or it does not compile; see" \
-    "$out/build.log): skipped, so no comparison with etcd or an advisory lock"
+    "$out/build.log): skipped, so no comparison with etcd, an advisory lock or ZooKeeper"
 fi
 
 say "start PostgreSQL (pg_stat_statements)"
@@ -190,7 +191,7 @@ done
 
 alt_rc=skipped
 if [ -n "$have_alt" ]; then
-  say "alt_bench: etcd's lock and election, a PostgreSQL advisory lock"
+  say "alt_bench: etcd's lock and election, a PostgreSQL advisory lock, ZooKeeper's election recipe"
   run_logged 2400 "$out/alt.log" "$build/alt_bench" --runs "$alt_runs" --ttl "$ttl" --json "$out/alt.json"
   alt_rc=$rc
   if [ "$rc" -ne 0 ]; then
@@ -231,6 +232,7 @@ ttl_ms = 2000.0
 SC = ["kill", "term", "stop", "switchover"]
 ALT_FOR = {"kill": "etcd-lock-kill", "term": "etcd-lock-term", "stop": "etcd-lock-stop"}
 ADV_FOR = {"kill": "advisory-kill", "term": "advisory-term", "stop": "advisory-stop"}
+ZK_FOR = {"kill": "zk-kill", "term": "zk-term", "stop": "zk-stop"}
 
 
 def load(path):
@@ -296,7 +298,7 @@ for label in labels:
     ratios[label] = {}
     for sc in ("term", "kill", "stop"):
         ours = tk(label, sc)
-        for name in (ALT_FOR[sc], ADV_FOR[sc]):
+        for name in (ALT_FOR[sc], ADV_FOR[sc], ZK_FOR[sc]):
             a = alt_sc.get(name)
             if a is None:
                 continue
@@ -338,6 +340,7 @@ result = {
     "machine": {"uname": sh("uname -a"), "nproc": os.cpu_count(), "cpu_model": cpu_model, "memory": mem},
     "versions": {"lease-agent": E.get("BENCH_AGENT_VERSION", ""), "postgres": E.get("BENCH_PG_VERSION", ""),
                  "etcd": E.get("BENCH_ETCD_VERSION", ""), "gnuplot": E.get("BENCH_GNUPLOT_VERSION", ""),
+                 "zookeeper": ((alt or {}).get("tool versions") or {}).get("zookeeper") or "",
                  "kernel": platform.release()},
     "settings": {"short": bool(E.get("BENCH_SHORT")), "ttl": E["BENCH_TTL"], "renew": E["BENCH_RENEW"],
                  "window": E["BENCH_WINDOW"],

@@ -7,7 +7,7 @@ packages=(
   libpqxx-dev libpq-dev libcli11-dev libpugixml-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
   postgresql faketime curl ca-certificates procps locales
   systemd haproxy prometheus lintian docker-compose dpkg-dev file fakeroot
-  etcd-server etcd-client gnuplot-nox
+  etcd-server etcd-client gnuplot-nox zookeeper libzookeeper-mt-dev
 )
 
 sudo=

@@ -198,14 +198,7 @@ void Faults::begin(Fault& f) {
       const std::string mode = f.kind == Kind::pg_restart_fast ? "fast" : "immediate";
       f.start = mono_ns();
       const int rc = pg_script({"restart", e_.o.pgdir, mode}, e_.dir + "/pg-restart.log", 60000);
-      if (rc != 0) {
-        // For the post-mortem: PostgreSQL's processes and logs, into the kept work dir.
-        const std::string keep = "ps -eo pid,ppid,stat,wchan:20,cmd | grep -i postgres > '" + e_.dir +
-                                 "/pg-processes.txt' 2>&1; for f in '" + e_.o.pgdir + "'/postgres.log '" +
-                                 e_.o.pgdir + "'/*/postgres.log; do [ -f \"$f\" ] && cp \"$f\" '" + e_.dir +
-                                 "'/\"$(basename \"$(dirname \"$f\")\")-postgres.log\"; done";
-        [[maybe_unused]] const int ignored = std::system(keep.c_str());
-      }
+      if (rc != 0) keep_pg_evidence("");
       if (rc != 0)
         throw std::runtime_error("scripts/pg.sh restart failed (status " + std::to_string(rc) + "), see " + e_.dir +
                                  "/pg-restart.log");
@@ -221,17 +214,32 @@ void Faults::begin(Fault& f) {
       const std::string how = f.kind == Kind::pg_failover ? "immediate" : "fast";
       f.start = mono_ns();
       const int rc = pg_script({"failover", e_.o.pgdir, how}, e_.dir + "/pg-failover.log", 120000);
+      if (rc != 0) keep_pg_evidence("");
       if (rc != 0)
         throw std::runtime_error("scripts/pg.sh failover failed (status " + std::to_string(rc) + "), see " + e_.dir +
                                  "/pg-failover.log");
       f.hold_ms = 0;
-      {
-        // scripts/pg.sh records when `pg_ctl promote -w` returned, on CLOCK_MONOTONIC.
-        std::ifstream in(e_.o.pgdir + "/promoted_at");
+      // scripts/pg.sh records when the stop and `pg_ctl promote -w` returned, on CLOCK_MONOTONIC.
+      auto read_ns = [&](const std::string& name) {
+        std::ifstream in(e_.o.pgdir + "/" + name);
         long long ns = 0;
-        if (in >> ns && ns > f.start) f.promoted_at = ns;
+        return in >> ns && ns > f.start ? ns : 0LL;
+      };
+      const long long end = mono_ns(), stopped = read_ns("stopped_at"), promoted = read_ns("promoted_at");
+      if (promoted > 0) f.promoted_at = promoted;
+      detail << how << ", " << (end - f.start) / 1000000 << "ms";
+      if (stopped > 0 && promoted >= stopped) {
+        detail << " (stop " << (stopped - f.start) / 1000000 << ", promote " << (promoted - stopped) / 1000000
+               << ", rebuild " << (end - promoted) / 1000000 << ")";
       }
-      detail << how << ", " << (mono_ns() - f.start) / 1000000 << "ms, primary now " << primary_data_dir();
+      detail << ", primary now " << primary_data_dir();
+      // A step of 10 s is the rig's trouble, not the agents': once it cost a minute without a
+      // primary (a pg_ctl wait of ~60 s, cause unknown). Keep what shows why.
+      if (end - f.start > 10'000'000'000LL) {
+        keep_pg_evidence("-slow-" + std::to_string(f.start / 1000000));
+        if (e_.slow_rig) e_.slow_rig(std::string(f.kind == Kind::pg_failover ? "pg-failover" : "pg-switchover") +
+                                     " took " + std::to_string((end - f.start) / 1000000) + "ms");
+      }
       if (e_.changed_primary) e_.changed_primary(primary_data_dir());
       break;
     }
@@ -355,6 +363,17 @@ void Faults::end(Fault& f) {
     case Kind::pg_switchover:
       break;  // over when begin() returned
   }
+}
+
+// For the post-mortem: PostgreSQL's processes, logs and pg.sh's failover log, into the work dir
+// (with `tag` in the names).
+void Faults::keep_pg_evidence(const std::string& tag) {
+  const std::string d = "'" + e_.dir + "'", pg = "'" + e_.o.pgdir + "'";
+  const std::string keep = "ps -eo pid,ppid,stat,wchan:20,cmd | grep -i postgres > " + d + "/pg-processes" + tag +
+                           ".txt 2>&1; for f in " + pg + "/postgres.log " + pg + "/*/postgres.log " + pg +
+                           "/failovers.log; do [ -f \"$f\" ] && cp \"$f\" " + d +
+                           "/\"$(basename \"$(dirname \"$f\")\")-$(basename \"$f\" .log)" + tag + ".log\"; done";
+  [[maybe_unused]] const int ignored = std::system(keep.c_str());
 }
 
 }  // namespace fault_suite

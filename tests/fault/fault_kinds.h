@@ -31,6 +31,7 @@ struct FaultEnv {
   std::function<void(Slot&, const std::string&, int)> end_life;          // (slot, how, exit status)
   std::function<void(i64, VKind, const std::string&)> observed;          // a violation seen while injecting
   std::function<void(const std::string&)> changed_primary;               // after a failover: the new dsn is in effect
+  std::function<void(const std::string&)> slow_rig;  // a step of the rig took far too long: what (the dir is kept)
 };
 
 class Faults {
@@ -52,6 +53,7 @@ class Faults {
   std::string primary_data_dir() const;
 
  private:
+  void keep_pg_evidence(const std::string& tag);
   i64 rand_ms(double lo_ttl, double hi_ttl);
   pid_t postmaster_pid() const;
   void freeze(pid_t pid);

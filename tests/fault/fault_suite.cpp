@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -170,6 +171,8 @@ class Suite {
   Options o_;
   std::mt19937_64 rng_;
   std::string dir_, cluster_, hooks_file_;
+  std::mutex slow_mutex_;
+  std::vector<std::string> slow_rig_;  // rig steps that took far too long (FaultEnv::slow_rig)
   std::map<std::string, std::string> dsn_kv_;
   std::vector<std::pair<std::string, int>> servers_;  // (host, port) of every server
   std::vector<std::unique_ptr<Slot>> slots_;
@@ -295,7 +298,11 @@ void Suite::setup() {
                [this](Slot& s) { start_agent(s); },
                [this](Slot& s, const std::string& how, int st) { end_life(s, how, st); },
                [this](i64 at, VKind k, const std::string& what) { observed(at, k, what); },
-               nullptr};
+               nullptr,
+               [this](const std::string& what) {
+                 std::lock_guard<std::mutex> lock(slow_mutex_);
+                 slow_rig_.push_back(what);
+               }};
   faults_ = std::make_unique<Faults>(std::move(env));
 
   for (int i = 0; i < o_.agents; ++i) {
@@ -937,7 +944,15 @@ int Suite::run() {
               << std::endl;
     return r.violations.empty() ? 2 : 1;
   }
-  if (r.violations.empty() && !o_.keep) std::filesystem::remove_all(dir_);
+  {
+    std::lock_guard<std::mutex> lock(slow_mutex_);
+    if (!slow_rig_.empty()) {
+      std::cout << "fault_suite: slow steps of the rig (not of the agents):";
+      for (const auto& w : slow_rig_) std::cout << " " << w << ";";
+      std::cout << " the work dir " << dir_ << " is kept, with PostgreSQL's logs of each" << std::endl;
+    }
+    if (r.violations.empty() && !o_.keep && slow_rig_.empty()) std::filesystem::remove_all(dir_);
+  }
   return r.violations.empty() ? 0 : 1;
 }
 

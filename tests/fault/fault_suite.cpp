@@ -840,13 +840,16 @@ void Suite::report(const History& h, const fault_checker::Report& r) {
                   t.first ? (std::to_string(t.first) + " (" + fmt_ms(t.second) + ")").c_str() : "-");
     std::cout << b;
   }
-  std::map<std::string, i64> after_promotion;
-  for (const Fault& f : h.faults)
-    if (r.master_after_promotion.count(f.id))
-      after_promotion[kind_name(f.kind)] = std::max(after_promotion[kind_name(f.kind)], r.master_after_promotion.at(f.id));
+  std::map<std::string, std::pair<i64, int>> after_promotion;  // kind: the worst, and its fault's id
+  for (const Fault& f : h.faults) {
+    if (!r.master_after_promotion.count(f.id)) continue;
+    auto& w = after_promotion.try_emplace(kind_name(f.kind), i64{-1}, 0).first->second;
+    if (r.master_after_promotion.at(f.id) > w.first) w = {r.master_after_promotion.at(f.id), f.id};
+  }
   for (const auto& [k, worst] : after_promotion)
-    std::cout << "  " << k << ": worst time from the promotion to a master answer " << fmt_ms(worst)
-              << " (DESIGN: <= ttl + renew = " << (o_.ttl_ms + o_.renew_ms) << "ms)\n";
+    std::cout << "  " << k << ": worst time from the promotion to a master answer " << fmt_ms(worst.first)
+              << " (fault #" << worst.second << "; DESIGN: <= ttl + renew = " << (o_.ttl_ms + o_.renew_ms)
+              << "ms)\n";
   std::cout << "  samples of /status: " << r.samples << " (" << r.master_samples << " master), master periods: "
             << r.periods << ", hook calls: " << r.hook_records << "\n";
   long committed = 0, refused = 0, failed = 0;

@@ -412,6 +412,30 @@ struct TempDir {
   }
 };
 
+// Starts the server `name` (argv; stdout and stderr appended to `log`) and asks `answers`
+// every 100 ms until it says yes (at most `limit`; `how`: what it asks, for the message).
+// Throws Fatal if it cannot start, exits, or does not answer in time. Returns at once,
+// with the server running, when interrupted.
+Child start_server(const std::string& name, const std::vector<std::string>& argv, const std::string& log, Ns limit,
+                   const std::string& how, const std::function<bool()>& answers) {
+  Child proc;
+  try {
+    proc = Child::start(argv, log, log);
+  } catch (const std::exception& e) {
+    throw Fatal(name + ": " + e.what());
+  }
+  const Ns deadline = mono_ns() + limit;
+  while (!g_interrupted) {
+    if (const auto st = proc.wait_exit(0))
+      throw Fatal(name + " exited at start (" + describe_status(*st) + "): " + last_line(log));
+    if (answers()) break;
+    if (mono_ns() > deadline)
+      throw Fatal(name + " did not answer " + how + " within " + std::to_string(limit / kSec) + " s: " + last_line(log));
+    sleep_until(mono_ns() + 100 * kMs);
+  }
+  return proc;
+}
+
 // ---------------------------------------------------------------------------
 // etcd: one member of its own.
 
@@ -448,21 +472,10 @@ class Etcd {
                                   "--initial-cluster",
                                   "b=" + peer_url};
     if (!fsync_) argv.push_back("--unsafe-no-fsync");
-    try {
-      proc_ = Child::start(argv, log_, log_);
-    } catch (const std::exception& e) {
-      throw Fatal(std::string("etcd: ") + e.what());
-    }
-    const Ns deadline = mono_ns() + 20 * kSec;
-    while (!g_interrupted) {
-      if (proc_.wait_exit(0))
-        throw Fatal("etcd exited at start (" + describe_status(*proc_.wait_exit(0)) + "): " + last_line(log_));
+    proc_ = start_server("etcd", argv, log_, 20 * kSec, "`etcdctl endpoint health`", [&] {
       const auto h = run_capture(ctl({"--dial-timeout=1s", "--command-timeout=2s", "endpoint", "health"}), 5 * kSec);
-      if (h && WIFEXITED(h->status) && WEXITSTATUS(h->status) == 0) break;
-      if (mono_ns() > deadline)
-        throw Fatal("etcd did not answer `etcdctl endpoint health` within 20 s: " + last_line(log_));
-      sleep_until(mono_ns() + 100 * kMs);
-    }
+      return h && WIFEXITED(h->status) && WEXITSTATUS(h->status) == 0;
+    });
     const auto v = run_capture({etcd_, "--version"}, 5 * kSec);
     const std::string key = "etcd Version: ";
     if (v) {
@@ -547,20 +560,9 @@ class ZooKeeper {
                        << "forceSync=no\n"  // as etcd --unsafe-no-fsync and the test PostgreSQL's fsync = off
                        << "4lw.commands.whitelist=srvr\n";
     log_ = dir_ + "/zookeeper.log";
-    try {
-      proc_ = Child::start({java_, "-Xmx256m", "-cp", classpath_, "org.apache.zookeeper.server.ZooKeeperServerMain", cfg},
-                           log_, log_);
-    } catch (const std::exception& e) {
-      throw Fatal(std::string("zookeeper: ") + e.what());
-    }
-    const Ns deadline = mono_ns() + 30 * kSec;
-    while (!g_interrupted) {
-      if (proc_.wait_exit(0))
-        throw Fatal("zookeeper exited at start (" + describe_status(*proc_.wait_exit(0)) + "): " + last_line(log_));
-      if (four_letters(port_, "srvr").rfind("Zookeeper version: ", 0) == 0) break;
-      if (mono_ns() > deadline) throw Fatal("zookeeper did not answer `srvr` within 30 s: " + last_line(log_));
-      sleep_until(mono_ns() + 100 * kMs);
-    }
+    proc_ = start_server(
+        "zookeeper", {java_, "-Xmx256m", "-cp", classpath_, "org.apache.zookeeper.server.ZooKeeperServerMain", cfg},
+        log_, 30 * kSec, "`srvr`", [&] { return four_letters(port_, "srvr").rfind("Zookeeper version: ", 0) == 0; });
     if (g_interrupted) return;
     const std::string srvr = four_letters(port_, "srvr");
     const std::string key = "Zookeeper version: ";
@@ -1026,14 +1028,7 @@ int main(int argc, char** argv) {
   zk_hold->add_option("--hosts", zk_hosts)->required();
   zk_hold->add_option("--path", zk_path)->required();
   zk_hold->add_option("--timeout-ms", zk_timeout_ms)->check(CLI::Range(100, 600000));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "alt_bench: %s (see --help)\n", one_line(e.what()).c_str());
-    return 2;
-  }
+  if (const auto status = bench::parse_flags(app, argc, argv, "alt_bench")) return *status;
   if (*hold) return advisory_hold(hold_dsn, hold_key);
   if (*zk_hold) return bench::zk::hold(zk_hosts, zk_path, std::chrono::milliseconds(zk_timeout_ms));
 

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <httplib.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -248,6 +250,19 @@ inline TreeCpu tree_cpu(pid_t root) {
     ++t.processes;
   }
   return t;
+}
+
+// Parses `program`'s command line: nullopt to go on, else the status to exit with (0 after
+// --help, which CLI11 prints; 2, with one line on stderr, for a bad flag).
+inline std::optional<int> parse_flags(CLI::App& app, int argc, char** argv, const char* program) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "%s: %s (see --help)\n", program, one_line(e.what()).c_str());
+    return 2;
+  }
+  return std::nullopt;
 }
 
 }  // namespace bench

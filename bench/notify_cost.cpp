@@ -701,13 +701,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", o.window_text, "each measurement, seconds or a duration (default 10s)");
   app.add_flag("--shared-channel", o.shared, "every agent listens on the one channel 'lease_agent' (schema 4)");
   app.add_option("--json", o.json_file, "write the results to FILE");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "notify_cost: %s (see --help)\n", one_line(e.what()).c_str());
-    return 2;
-  }
+  if (const auto status = bench::parse_flags(app, argc, argv, "notify_cost")) return *status;
   auto bad = [](const std::string& why) {
     std::fprintf(stderr, "notify_cost: %s\n", one_line(why).c_str());
     return 2;

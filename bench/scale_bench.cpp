@@ -879,13 +879,7 @@ int main(int argc, char** argv) {
   app.add_option("--pgdir", o.pgdir,
                  "pg.sh's directory, for the postmaster's pid in DIR/data/postmaster.pid "
                  "(default: LEASE_AGENT_TEST_PGDIR)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "scale_bench: %s (see --help)\n", one_line(e.what()).c_str());
-    return 2;
-  }
+  if (const auto status = bench::parse_flags(app, argc, argv, "scale_bench")) return *status;
   auto bad = [](const std::string& why) {
     std::fprintf(stderr, "scale_bench: %s\n", why.c_str());
     return 2;

@@ -1,6 +1,10 @@
 // The dsn: libpq's parser for checking, masking for display, the agent's connection options.
 #include "dsn.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cerrno>
 #include <cstdlib>
 
 #include <libpq-fe.h>
@@ -10,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <stdexcept>
+#include <vector>
 
 namespace lease_agent {
 namespace {
@@ -30,21 +35,29 @@ bool equals_ignoring_case(const std::string& text, const std::string& lower) {
 
 const char kMask[] = "********";
 
-// Masks a URI's user:password@ and ?password=... (prefix already checked).
+// The keywords whose values are secrets: libpq's password and the passphrase of the
+// client's SSL key.
+bool is_secret_keyword(const std::string& keyword) {
+  return equals_ignoring_case(keyword, "password") || equals_ignoring_case(keyword, "sslpassword");
+}
+
+// Masks a URI's user:password@ and ?password=... / ?sslpassword=... (prefix already checked).
 std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
   std::string masked = dsn;
-  // 1. userinfo: the authority ends at the first '/', '?' or '#'; the
-  //    userinfo at its last '@'; the password after the userinfo's first ':'.
-  std::size_t authority_end = masked.find_first_of("/?#", authority_begin);
+  // 1. userinfo: libpq ends it at the first '@' before the first '/' (a '?' or '#' does
+  //    not end it: "app:s3?cret@db" is user app, password s3?cret). Masked up to the
+  //    last '@' before that '/', which covers an unescaped '@' in a password too; the
+  //    password begins after the userinfo's first ':'.
+  std::size_t authority_end = masked.find('/', authority_begin);
   if (authority_end == std::string::npos) authority_end = masked.size();
-  const std::size_t at = masked.rfind('@', authority_end);
+  const std::size_t at = authority_end == authority_begin ? std::string::npos : masked.rfind('@', authority_end - 1);
   if (at != std::string::npos && at >= authority_begin) {
     const std::size_t colon = masked.find(':', authority_begin);
     if (colon != std::string::npos && colon < at) {
       masked.replace(colon + 1, at - colon - 1, kMask);
     }
   }
-  // 2. query parameters: password=VALUE up to the next '&' or '#'.
+  // 2. query parameters: password=VALUE and sslpassword=VALUE up to the next '&' or '#'.
   std::size_t query = masked.find('?', authority_begin);
   if (query == std::string::npos) return masked;
   std::size_t parameter = query + 1;
@@ -53,8 +66,7 @@ std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
     if (end == std::string::npos) end = masked.size();
     const std::size_t equals = masked.find('=', parameter);
     if (equals != std::string::npos && equals < end &&
-        equals_ignoring_case(masked.substr(parameter, equals - parameter),
-                             "password")) {
+        is_secret_keyword(masked.substr(parameter, equals - parameter))) {
       masked.replace(equals + 1, end - equals - 1, kMask);
       end = equals + 1 + std::strlen(kMask);
     }
@@ -64,7 +76,7 @@ std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
   return masked;
 }
 
-// Masks password=VALUE of a keyword/value connection string, scanning it the
+// Masks password=VALUE and sslpassword=VALUE of a keyword/value connection string, scanning it the
 // way libpq does: values are unquoted up to white space or single-quoted,
 // with backslash escapes in both.
 std::string mask_dsn_keywords(const std::string& dsn) {
@@ -98,7 +110,7 @@ std::string mask_dsn_keywords(const std::string& dsn) {
     } else {
       while (j < n && !is_space(dsn[j])) j += (dsn[j] == '\\' && j + 1 < n) ? 2 : 1;
     }
-    if (equals_ignoring_case(keyword, "password")) {
+    if (is_secret_keyword(keyword)) {
       masked += kMask;
     } else {
       masked.append(dsn, value_begin, j - value_begin);
@@ -151,6 +163,117 @@ std::string scrub_parse_error(std::string message, const std::string& dsn) {
   return out;
 }
 
+// One connection option's value, and where it came from ("dsn" or the name of libpq's
+// environment variable).
+struct OptionValue {
+  std::string value;
+  std::string origin;
+};
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  std::size_t begin = 0;
+  for (;;) {
+    const std::size_t comma = text.find(',', begin);
+    parts.push_back(text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
+    if (comma == std::string::npos) return parts;
+    begin = comma + 1;
+  }
+}
+
+// An integer as libpq's parse_int_param reads one: strtol, white space around it, an int.
+bool is_libpq_int(const std::string& text, long* out = nullptr) {
+  errno = 0;
+  char* end = nullptr;
+  const long n = std::strtol(text.c_str(), &end, 10);
+  if (end == text.c_str() || errno != 0 || n != static_cast<int>(n)) return false;
+  while (*end != '\0' && is_space(*end)) ++end;
+  if (*end != '\0') return false;
+  if (out != nullptr) *out = n;
+  return true;
+}
+
+// The values libpq checks only when it connects (PostgreSQL 15's connectOptions2,
+// parse_int_param and the hostaddr lookup), checked here so that a typo is bad config
+// (exit 2) instead of a connection retried for ever. Empty when all are good.
+std::string option_value_problem(const std::map<std::string, OptionValue>& values) {
+  auto found = [&](const char* keyword) -> const OptionValue* {
+    const auto it = values.find(keyword);
+    return it == values.end() ? nullptr : &it->second;
+  };
+  auto bad = [](const char* keyword, const OptionValue& v, const std::string& why) {
+    const std::string where = v.origin == "dsn" ? "" : " (from " + v.origin + ")";
+    return "connection option " + std::string(keyword) + " '" + v.value + "'" + where + ": " + why;
+  };
+  for (const char* keyword :
+       {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout"}) {
+    const OptionValue* v = found(keyword);
+    if (v != nullptr && !is_libpq_int(v->value)) return bad(keyword, *v, "not an integer");
+  }
+  struct Choice {
+    const char* keyword;
+    std::vector<const char*> allowed;
+    bool ignore_case;
+  };
+  const Choice choices[] = {
+      {"sslmode", {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}, false},
+      {"gssencmode", {"disable", "prefer", "require"}, false},
+      {"channel_binding", {"disable", "prefer", "require"}, false},
+      {"target_session_attrs", {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}, false},
+      {"ssl_min_protocol_version", {"", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}, true},
+      {"ssl_max_protocol_version", {"", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}, true},
+  };
+  for (const Choice& c : choices) {
+    const OptionValue* v = found(c.keyword);
+    if (v == nullptr) continue;
+    std::string list;
+    bool ok = false;
+    for (const char* a : c.allowed) {
+      std::string lower = a;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+      if (c.ignore_case ? equals_ignoring_case(v->value, lower) : v->value == a) ok = true;
+      if (*a != '\0') list += (list.empty() ? "" : ", ") + std::string(a);
+    }
+    if (!ok) return bad(c.keyword, *v, "not one of " + list);
+  }
+  // Hosts, their numeric addresses and ports: one port for all, or one per host.
+  const OptionValue* host = found("host");
+  const OptionValue* hostaddr = found("hostaddr");
+  const OptionValue* port = found("port");
+  std::size_t hosts = 1;
+  if (hostaddr != nullptr && !hostaddr->value.empty()) {
+    const std::vector<std::string> addrs = split_commas(hostaddr->value);
+    for (const std::string& a : addrs) {
+      unsigned char buf[sizeof(in6_addr)];
+      if (!a.empty() && inet_pton(AF_INET, a.c_str(), buf) != 1 && inet_pton(AF_INET6, a.c_str(), buf) != 1)
+        return bad("hostaddr", *hostaddr,
+                   (addrs.size() == 1 ? "" : "'" + a + "' is ") + "not a numeric IPv4 or IPv6 address");
+    }
+    hosts = addrs.size();
+  }
+  if (host != nullptr && !host->value.empty()) {
+    const std::size_t names = split_commas(host->value).size();
+    if (hostaddr != nullptr && !hostaddr->value.empty() && names != hosts)
+      return "connection options host and hostaddr: " + std::to_string(names) + " host names but " +
+             std::to_string(hosts) + " hostaddr values";
+    hosts = names;
+  }
+  if (port != nullptr && !port->value.empty()) {
+    const std::vector<std::string> ports = split_commas(port->value);
+    for (const std::string& p : ports) {
+      long n = 0;
+      if (p.empty()) continue;  // libpq's default port
+      if (!is_libpq_int(p, &n) || n < 1 || n > 65535)
+        return bad("port", *port, (ports.size() == 1 ? "" : "'" + p + "' is ") + "not a port number (1..65535)");
+    }
+    if (ports.size() != 1 && ports.size() != hosts)
+      return bad("port", *port, std::to_string(ports.size()) + " ports for " + std::to_string(hosts) +
+                                    " hosts (give one port, or one per host)");
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string mask_dsn(const std::string& dsn) {
@@ -167,13 +290,26 @@ std::string mask_dsn(const std::string& dsn) {
 std::string dsn_problem(const std::string& dsn) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
-  if (opts != nullptr) {
-    PQconninfoFree(opts);
-    return "";
+  if (opts == nullptr) {
+    std::string why = err ? scrub_parse_error(err, dsn) : "out of memory";
+    if (err) PQfreemem(err);
+    return "not a valid libpq connection string: " + why;
   }
-  std::string why = err ? scrub_parse_error(err, dsn) : "out of memory";
-  if (err) PQfreemem(err);
-  return "not a valid libpq connection string: " + why;
+  // The value libpq will use for each option: the dsn's, else its environment
+  // variable's (PGPORT, PGSSLMODE, ...), else none (libpq's built-in default).
+  std::map<std::string, OptionValue> values;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+    if (o->val != nullptr) values[o->keyword] = OptionValue{o->val, "dsn"};
+  PQconninfoFree(opts);
+  if (PQconninfoOption* defaults = PQconndefaults()) {
+    for (PQconninfoOption* o = defaults; o->keyword != nullptr; ++o) {
+      if (o->envvar == nullptr || o->val == nullptr || values.count(o->keyword) != 0) continue;
+      const char* env = std::getenv(o->envvar);
+      if (env != nullptr && std::strcmp(env, o->val) == 0) values[o->keyword] = OptionValue{o->val, o->envvar};
+    }
+    PQconninfoFree(defaults);
+  }
+  return option_value_problem(values);
 }
 
 std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds ttl,

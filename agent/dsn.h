@@ -7,13 +7,17 @@
 
 namespace lease_agent {
 
-// The dsn with any password replaced by "********" (keyword form password=..., URI
-// user:password@ and ?password=...), for check-config, logs and argv.
+// The dsn with every secret replaced by "********" (keyword form password=... and
+// sslpassword=..., URI user:password@, ?password=... and ?sslpassword=...), for
+// check-config, logs and argv.
 std::string mask_dsn(const std::string& dsn);
 
 // Checks the dsn as libpq's own parser reads it (keyword=value or URI; every keyword
-// known). Returns an empty string when it is good, otherwise one line of why, without
-// anything of the dsn that could be a password.
+// known), then the values libpq would refuse only when it connects (integers such as
+// port and connect_timeout, choices such as sslmode and target_session_attrs, numeric
+// hostaddr, one port or one per host), taking libpq's environment variables (PGPORT,
+// PGSSLMODE, ...) for what the dsn leaves out. Returns an empty string when it is good,
+// otherwise one line of why, without anything of the dsn that could be a password.
 std::string dsn_problem(const std::string& dsn);
 
 // The libpq connection string the agent connects with: the dsn's own keywords plus,

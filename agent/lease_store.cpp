@@ -95,6 +95,11 @@ std::optional<std::string> connect_failure_is_fatal(const ConnectRefusal& r, con
       "password authentication failed", "authentication failed", "no pg_hba.conf entry",
       "no password supplied", "password is required", "does not exist",
       "permission denied", "invalid connection option", "SSL is not supported",
+      // Option values libpq refuses before it connects (dsn_problem rejects them earlier,
+      // unless the environment changed): "invalid integer value", "invalid sslmode value",
+      // "invalid port number", "could not match 2 port numbers to 1 hosts", ...
+      "invalid integer value", "invalid port number", "could not match", "could not parse network address",
+      "invalid SSL protocol version range", " value: \"",
   };
   for (const char* f : fatal)
     if (msg.find(f) != std::string::npos) return std::string();
@@ -103,7 +108,9 @@ std::optional<std::string> connect_failure_is_fatal(const ConnectRefusal& r, con
 
 std::string one_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  // libpq indents its hints with a tab ("...failed: Connection refused\n\tIs the server ...").
   std::replace(s.begin(), s.end(), '\n', ' ');
+  std::replace(s.begin(), s.end(), '\t', ' ');
   // libpq and the server prefix with "FATAL:  " / "ERROR:  "; keep, but fold spaces.
   std::string out;
   for (char c : s)
@@ -296,10 +303,25 @@ std::string LeaseStore::describe_connection() const {
   return host + ":" + port + "/" + db;
 }
 
+namespace {
+
+// The SQLSTATE of an error. libpqxx 6.4 throws some of its sql_error subclasses without
+// one (insufficient_privilege, undefined_table, undefined_function, ...): their type says it.
+std::string sqlstate_of(const pqxx::sql_error& e) {
+  if (!e.sqlstate().empty()) return e.sqlstate();
+  if (dynamic_cast<const pqxx::insufficient_privilege*>(&e)) return "42501";
+  if (dynamic_cast<const pqxx::undefined_table*>(&e)) return "42P01";
+  if (dynamic_cast<const pqxx::undefined_function*>(&e)) return "42883";
+  if (dynamic_cast<const pqxx::undefined_column*>(&e)) return "42703";
+  return "";
+}
+
+}  // namespace
+
 void LeaseStore::fail(const std::exception& e, const char* doing) {
   const std::string what = one_line(e.what());
   if (const auto* s = dynamic_cast<const pqxx::sql_error*>(&e)) {
-    const std::string& state = s->sqlstate();
+    const std::string state = sqlstate_of(*s);
     // The schema vanished or is from another version: cannot be waited out.
     if (state == "42P01" || state == "3F000" || state == "42883") {
       disconnect();

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <iostream>
 #include <optional>
+#include <string>
+#include <vector>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -46,6 +48,42 @@ void scrub_dsn_arguments(int argc, char** argv) {
       scrub(argv[i] + 6);
     }
   }
+}
+
+// `text` (a CLI11 parse error, which quotes arguments) with every argument that holds a
+// password shown masked: a whole argument ("host=db password=x") or the value of a
+// --name=VALUE one.
+std::string mask_arguments_in(std::string text, const std::vector<std::string>& args) {
+  for (const std::string& arg : args) {
+    std::vector<std::string> candidates{arg};
+    const std::size_t equals = arg.find('=');
+    if (arg.compare(0, 2, "--") == 0 && equals != std::string::npos) candidates.push_back(arg.substr(equals + 1));
+    for (const std::string& original : candidates) {
+      const std::string masked = mask_dsn(original);
+      if (masked == original || original.empty()) continue;
+      for (std::size_t at = text.find(original); at != std::string::npos; at = text.find(original, at + masked.size()))
+        text.replace(at, original.size(), masked);
+    }
+  }
+  return text;
+}
+
+// A setting's value on one line of check-config: control characters (a hook command
+// written over several lines of the XML file) as \n, \t, \r or \xNN.
+std::string one_line_value(const std::string& value) {
+  std::string out;
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (u < 0x20 || u == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else out += c;
+  }
+  return out;
 }
 
 StoreOptions store_options(const Settings& s) {
@@ -223,22 +261,31 @@ int run_command_line(int argc, char** argv) {
   CLI::App* switchover = app.add_subcommand("switchover", "ask the master to hand the lease to NODE");
   add_setting_flags(*switchover, switchover_flags);
   std::string switchover_to, switchover_from, switchover_timeout;
-  switchover->add_option("--to", switchover_to, "the live standby to hand over to (default: the next in line)")
-      ->type_name("NODE");
-  switchover->add_option("--from", switchover_from, "refuse unless this node is the master now")->type_name("NODE");
+  CLI::Option* to_option =
+      switchover->add_option("--to", switchover_to, "the live standby to hand over to (default: the next in line)")
+          ->type_name("NODE");
+  CLI::Option* from_option =
+      switchover->add_option("--from", switchover_from, "refuse unless this node is the master now")
+          ->type_name("NODE");
   switchover->add_option("--timeout", switchover_timeout, "how long to wait for NODE to take the lease (default: 2 x ttl)")
       ->type_name("DURATION");
 
   CLI::App* check = app.add_subcommand("check-config", "validate settings and print the effective ones");
   add_setting_flags(*check, check_flags);
 
+  // The arguments are copied and argv scrubbed before anything else, so that `ps` shows a
+  // --dsn's password for as short a time as can be; CLI11 parses the copy.
+  const std::vector<std::string> args(argv, argv + argc);
+  scrub_dsn_arguments(argc, argv);
+  std::vector<char*> arg_pointers;
+  for (const std::string& a : args) arg_pointers.push_back(const_cast<char*>(a.c_str()));
+  arg_pointers.push_back(nullptr);
   try {
-    app.parse(argc, argv);
+    app.parse(argc, arg_pointers.data());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    return usage_error(e.what());
+    return usage_error(mask_arguments_in(e.what(), args));
   }
-  scrub_dsn_arguments(argc, argv);
 
   // Errors follow the log format asked for, even before the settings are valid.
   for (auto [sub, flags] : {std::pair<CLI::App*, FlagValues*>{run, &run_flags}, {status, &status_flags},
@@ -256,8 +303,16 @@ int run_command_line(int argc, char** argv) {
     }
     if (*check) {
       const Settings s = load_settings(check_flags);
-      for (const auto& [name, value] : describe(s)) std::cout << name << " = " << value << "\n";
+      for (const auto& [name, value] : describe(s)) std::cout << name << " = " << one_line_value(value) << "\n";
       return kExitClean;
+    }
+    if (*switchover) {
+      // A node name given is checked as the node setting is ("--to ''" is not "the next in line").
+      for (const auto& [option, value] : {std::pair{to_option, &switchover_to}, {from_option, &switchover_from}}) {
+        if (option->count() == 0) continue;
+        const std::string problem = member_name_problem(*value);
+        if (!problem.empty()) throw SettingsError(option->get_name() + ": " + problem);
+      }
     }
     if (*switchover)
       return lease_agent_switchover(load_settings(switchover_flags), switchover_to, switchover_from, switchover_timeout);

@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <pugixml.hpp>
 #include <sstream>
@@ -109,27 +110,54 @@ bool has_control_character(const std::string& value) {
   });
 }
 
+// Well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF): names and
+// addresses go into the database's text columns, JSON logs and HTTP answers, where other
+// bytes are refused (by PostgreSQL, for ever: the agent would retry without end).
+bool is_utf8(const std::string& value) {
+  const auto* p = reinterpret_cast<const unsigned char*>(value.data());
+  const auto* end = p + value.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    int more = 0;
+    unsigned int code = 0, least = 0;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) {
+      more = 1, code = c & 0x1F, least = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      more = 2, code = c & 0x0F, least = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      more = 3, code = c & 0x07, least = 0x10000;
+    } else {
+      return false;
+    }
+    if (end - p <= more) return false;
+    for (int i = 1; i <= more; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      code = (code << 6) | (p[i] & 0x3F);
+    }
+    if (code < least || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    p += more + 1;
+  }
+  return true;
+}
+
 // cluster and node: they are keys in the database and labels in logs.
 void check_member_name(const std::string& value) {
-  if (value.empty()) throw std::invalid_argument("must not be empty");
-  if (value.size() > kLongestMemberName) {
-    throw std::invalid_argument("'" + value + "' is longer than " +
-                                std::to_string(kLongestMemberName) +
-                                " characters");
-  }
-  if (has_control_character(value)) {
-    throw std::invalid_argument("must not contain control characters");
-  }
+  const std::string problem = member_name_problem(value);
+  if (!problem.empty()) throw std::invalid_argument(problem);
 }
 
 void check_address(const std::string& value) {
   if (value.size() > kLongestAddress) {
-    throw std::invalid_argument("longer than " +
-                                std::to_string(kLongestAddress) + " characters");
+    throw std::invalid_argument("longer than " + std::to_string(kLongestAddress) + " bytes");
   }
   if (has_control_character(value)) {
     throw std::invalid_argument("must not contain control characters");
   }
+  if (!is_utf8(value)) throw std::invalid_argument("is not valid UTF-8");
 }
 
 void check_dsn(const std::string& value) {
@@ -264,11 +292,12 @@ std::vector<pugi::xml_node> property_elements(const pugi::xml_document& document
   return found;
 }
 
-// Reads every <property name="NAME"> of the XML file at `path` into `values`.
-// Throws SettingsError naming path:line on an unreadable or malformed file,
-// an unknown or missing name, or a setting given twice.
-void read_file_values(const std::string& path,
-                      std::map<std::string, RawValue>& values) {
+constexpr std::size_t kLargestConfigFile = 1 << 20;
+
+// The contents of the config file at `path`, read once (a pipe or /dev/stdin can be
+// read only once), at most kLargestConfigFile bytes. Throws SettingsError naming path.
+std::string read_config_text(const std::string& path) {
+  if (path.empty()) throw SettingsError("--config: must not be empty (the path of an XML config file)");
   std::error_code ignored;
   if (std::filesystem::is_directory(path, ignored)) {
     throw SettingsError(path + ": cannot read: " + std::strerror(EISDIR));
@@ -277,13 +306,42 @@ void read_file_values(const std::string& path,
   if (!in) {
     throw SettingsError(path + ": cannot read: " + std::strerror(errno));
   }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
+  std::string contents;
+  char chunk[65536];
+  while (in && contents.size() <= kLargestConfigFile) {
+    in.read(chunk, sizeof chunk);
+    contents.append(chunk, static_cast<std::size_t>(in.gcount()));
+  }
   if (in.bad()) {
     throw SettingsError(path + ": cannot read: " + std::strerror(errno));
   }
-  const std::string contents = buffer.str();
+  if (contents.size() > kLargestConfigFile) {
+    throw SettingsError(path + ": larger than " + std::to_string(kLargestConfigFile >> 20) +
+                        " MiB: not a config file");
+  }
+  return contents;
+}
 
+// The config file's contents, read at the first call for these flags and kept (with the
+// error, if reading failed) for the next.
+const std::string& config_text(const FlagValues& flags) {
+  if (!flags.config_contents) {
+    try {
+      flags.config_contents = std::make_shared<const std::string>(read_config_text(flags.config_file));
+    } catch (const SettingsError& e) {
+      flags.config_error = e.what();
+      flags.config_contents = std::make_shared<const std::string>();
+    }
+  }
+  if (!flags.config_error.empty()) throw SettingsError(flags.config_error);
+  return *flags.config_contents;
+}
+
+// Reads every <property name="NAME"> of the XML text `contents` of the file `path` into
+// `values`. Throws SettingsError naming path:line on malformed XML, more than one root
+// element, an unknown or missing name, or a setting given twice.
+void read_file_values(const std::string& path, const std::string& contents,
+                      std::map<std::string, RawValue>& values) {
   pugi::xml_document document;
   const pugi::xml_parse_result parsed = document.load_buffer(
       contents.data(), contents.size(), pugi::parse_default, pugi::encoding_utf8);
@@ -291,6 +349,17 @@ void read_file_values(const std::string& path,
     throw SettingsError(path + ":" +
                         std::to_string(line_of(contents, parsed.offset)) +
                         ": malformed XML: " + parsed.description());
+  }
+  // pugixml reads a fragment of several top-level elements; a config file has one root,
+  // and properties after it must not be silently ignored.
+  int roots = 0;
+  for (pugi::xml_node top = document.first_child(); top; top = top.next_sibling()) {
+    if (top.type() != pugi::node_element) continue;
+    if (++roots > 1) {
+      throw SettingsError(path + ":" + std::to_string(line_of(contents, top.offset_debug())) +
+                          ": malformed XML: a second root element <" + top.name() +
+                          "> (a config file has one, e.g. <lease-agent>)");
+    }
   }
 
   std::map<std::string, int> line_by_name;
@@ -333,6 +402,14 @@ std::map<std::string, RawValue> default_values() {
   return values;
 }
 
+// "0", or 0 in any unit and with any count of zeros ("0ms", "00s", "0m").
+bool is_zero_duration(const std::string& text) {
+  const std::size_t digits = text.find_first_not_of('0');
+  if (digits == 0) return false;
+  const std::string unit = digits == std::string::npos ? "" : text.substr(digits);
+  return unit.empty() || unit == "ms" || unit == "s" || unit == "m";
+}
+
 // Validates `raw` against `spec` and stores it into `settings`. Throws
 // SettingsError "<where>: <reason>".
 void apply_setting(const SettingSpec& spec, const RawValue& raw,
@@ -348,7 +425,7 @@ void apply_setting(const SettingSpec& spec, const RawValue& raw,
         break;
       case Kind::delay:
         settings.*std::get<Millis Settings::*>(spec.field) =
-            raw.text == "0" || raw.text == "0ms" || raw.text == "0s" ? Millis(0) : parse_duration(raw.text);
+            is_zero_duration(raw.text) ? Millis(0) : parse_duration(raw.text);
         break;
       case Kind::http:
         check_http(raw.text);
@@ -419,6 +496,15 @@ std::string type_name_of(Kind kind) {
 // ---------------------------------------------------------------------------
 // Public functions.
 
+std::string member_name_problem(const std::string& value) {
+  if (value.empty()) return "must not be empty";
+  if (has_control_character(value)) return "must not contain control characters";
+  if (!is_utf8(value)) return "is not valid UTF-8";
+  if (value.size() > kLongestMemberName)
+    return "'" + value + "' is longer than " + std::to_string(kLongestMemberName) + " bytes";
+  return "";
+}
+
 Millis parse_duration(const std::string& text) {
   std::size_t digits = 0;
   while (digits < text.size() &&
@@ -475,7 +561,10 @@ int Settings::http_port() const { return parse_host_port(http).port; }
 void add_setting_flags(CLI::App& app, FlagValues& out) {
   app.add_option_function<std::string>(
          "-c,--config",
-         [&out](const std::string& path) { out.config_file = path; },
+         [&out](const std::string& path) {
+           out.config_file = path;
+           out.config_given = true;
+         },
          "XML config file of <property name=\"NAME\"> elements")
       ->type_name("FILE")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -499,7 +588,7 @@ void add_setting_flags(CLI::App& app, FlagValues& out) {
 
 Settings load_settings(const FlagValues& flags) {
   std::map<std::string, RawValue> values = default_values();
-  if (!flags.config_file.empty()) read_file_values(flags.config_file, values);
+  if (flags.config_given) read_file_values(flags.config_file, config_text(flags), values);
   for (const auto& [name, text] : flags.values) {
     if (find_setting(name) == nullptr) {
       throw SettingsError("--" + name + ": unknown setting");
@@ -512,14 +601,14 @@ Settings load_settings(const FlagValues& flags) {
 std::string requested_log_format(const FlagValues& flags) {
   const auto flag = flags.values.find("log-format");
   if (flag != flags.values.end()) return flag->second == "json" ? "json" : "text";
-  if (flags.config_file.empty()) return "text";
+  if (!flags.config_given) return "text";
   try {
     std::map<std::string, RawValue> values;
-    read_file_values(flags.config_file, values);
+    read_file_values(flags.config_file, config_text(flags), values);
     const auto found = values.find("log-format");
     if (found != values.end() && found->second.text == "json") return "json";
-  } catch (const SettingsError&) {
-    // An unreadable file: the error itself is reported in text.
+  } catch (const std::exception&) {
+    // An unreadable or bad file: the error itself is reported in text.
   }
   return "text";
 }
@@ -528,6 +617,7 @@ Settings load_settings_file(const std::string& path) {
   if (path.empty()) throw SettingsError("no config file given");
   FlagValues flags;
   flags.config_file = path;
+  flags.config_given = true;
   return load_settings(flags);
 }
 

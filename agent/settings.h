@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -59,8 +60,18 @@ std::string format_duration(Millis d);
 // Filled by the flags that add_setting_flags() registers.
 struct FlagValues {
   std::map<std::string, std::string> values;  // only flags actually given
-  std::string config_file;                    // -c, empty when not given
+  std::string config_file;                    // -c
+  bool config_given = false;                  // -c was given (an empty path is an error)
+  // The file's contents, read once by whichever of requested_log_format() and
+  // load_settings() comes first (a pipe or /dev/stdin can be read only once), or why it
+  // could not be read.
+  mutable std::shared_ptr<const std::string> config_contents;
+  mutable std::string config_error;
 };
+
+// Empty when `value` is a good cluster or node name (not empty, no control characters,
+// valid UTF-8, at most 63 bytes), else why not.
+std::string member_name_problem(const std::string& value);
 
 // Registers --NAME for every setting, plus -c FILE and -b ADDRESS, on a
 // (sub)command. After CLI11 parsing, `out` holds the flags that were given.

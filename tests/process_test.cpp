@@ -875,8 +875,13 @@ TEST_CASE("a master frozen past ttl runs on-demote with the epoch it held, not t
 TEST_CASE("a malformed dsn or one with an unknown keyword exits 2 before anything starts", "[process]") {
   TempDir dir;
   const std::string http = "127.0.0.1:" + std::to_string(free_port());
-  for (const std::string& dsn : {std::string("host='unterminated"), std::string("host=127.0.0.1 colour=blue"),
-                                 std::string("postgresql://[::1")}) {
+  // Malformed, an unknown keyword, then values that libpq itself refuses only when it
+  // connects (which would be retried for ever).
+  for (const std::string& dsn :
+       {std::string("host='unterminated"), std::string("host=127.0.0.1 colour=blue"), std::string("postgresql://[::1"),
+        std::string("host=127.0.0.1 port=abc"), std::string("host=127.0.0.1 sslmode=bogus"),
+        std::string("host=127.0.0.1 connect_timeout=abc"), std::string("host=127.0.0.1 target_session_attrs=bogus"),
+        std::string("host=127.0.0.1,127.0.0.2 port=1,2,3"), std::string("hostaddr=localhost")}) {
     CAPTURE(dsn);
     for (const std::string& command : {std::string("check-config"), std::string("run")}) {
       CAPTURE(command);
@@ -886,6 +891,106 @@ TEST_CASE("a malformed dsn or one with an unknown keyword exits 2 before anythin
       CHECK(r.exit == 2);
       require_one_line_naming(r, "--dsn");
     }
+  }
+}
+
+TEST_CASE("a bad connection option from libpq's environment (PGPORT, PGSSLMODE) exits 2 naming the variable",
+          "[process]") {
+  TempDir dir;
+  const std::string http = "127.0.0.1:" + std::to_string(free_port());
+  for (const auto& [variable, value] : {std::pair<std::string, std::string>{"PGPORT", "abc"}, {"PGSSLMODE", "bogus"}}) {
+    CAPTURE(variable);
+    for (const std::string& command : {std::string("check-config"), std::string("run")}) {
+      CAPTURE(command);
+      const CommandResult r = run_command(
+          dir, {command, "--dsn", "host=127.0.0.1", "--cluster", unique_cluster("proc-badenv"), "--node", "n1", "--http", http},
+          Ms(15000), {{variable, value}});
+      CHECK(r.exit == 2);
+      require_one_line_naming(r, "(from " + variable + ")");
+    }
+  }
+}
+
+TEST_CASE("a role without access to schema lease_agent exits 3 with a line saying what to grant", "[process]") {
+  Cluster c("proc-noaccess");
+  {
+    // Concurrent role changes can fail ("tuple concurrently updated"): take turns.
+    pqxx::work tx(c.db());
+    tx.exec("SELECT pg_advisory_xact_lock(hashtext('lease-agent process_test grants'))");
+    tx.exec("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lease_agent_noaccess') THEN "
+            "CREATE ROLE lease_agent_noaccess LOGIN; END IF; END$$");
+    tx.commit();
+  }
+  AgentOptions o;
+  o.node = "n1";
+  o.dsn = dsn_with({{"user", "lease_agent_noaccess"}});
+  Agent& a = c.spawn(o);
+  CHECK(a.wait_exit() == 3);
+  const std::string log = a.log();
+  INFO("log:\n" << log);
+  CHECK(contains(log, "permission denied"));
+  CHECK(contains(log, "grant the agent's role access to schema lease_agent"));
+}
+
+TEST_CASE("command-line errors never echo a password, and argv is scrubbed", "[process]") {
+  TempDir dir;
+  const std::string secret = "s3?cret-77";
+  struct Case {
+    std::vector<std::string> args;
+    std::string names;
+  };
+  const std::vector<Case> cases{
+      // CLI11 quotes arguments it did not expect, and the value of a flag it could not take.
+      {{"run", "--dsn", "host=db password=" + secret, "extra", "password=" + secret}, "not expected"},
+      {{"run", "--dsn=postgresql://app:" + secret + "@db/app", "--ttl"}, "--ttl"},
+      {{"check-config", "--dsn", "postgresql://app:" + secret + "@db/app", "unexpected"}, "unexpected"},
+      {{"check-config", "--dsn", "host=db sslpassword=" + secret, "--bogus", "sslpassword=" + secret}, "--bogus"},
+  };
+  for (const Case& k : cases) {
+    CAPTURE(k.names);
+    const CommandResult r = run_command(dir, k.args);
+    CHECK(r.exit == 2);
+    require_one_line_naming(r, k.names);
+    CHECK_FALSE(contains(r.out + r.err, "cret-77"));
+  }
+  // check-config masks a URI password that holds '?' or '#', and an sslpassword.
+  for (const std::string& dsn : {"postgresql://app:" + secret + "@db/app", std::string("postgresql://app:s3#cret-77@db/app"),
+                                 "host=db sslpassword=" + secret, "postgresql://db/app?sslpassword=" + secret}) {
+    CAPTURE(dsn);
+    const CommandResult r = run_command(dir, {"check-config", "--dsn", dsn, "--node", "n1"});
+    CHECK(r.exit == 0);
+    CHECK_FALSE(contains(r.out + r.err, "cret-77"));
+    CHECK(contains(r.out, "********"));
+  }
+}
+
+TEST_CASE("check-config prints one line per setting, a multi-line hook command escaped", "[process]") {
+  TempDir dir;
+  const std::string path = dir.file("agent.xml");
+  std::ofstream(path) << "<lease-agent>\n  <property name=\"on-promote\">echo up\n    &amp;&amp; logger\tpromoted</property>\n"
+                         "</lease-agent>\n";
+  const CommandResult r = run_command(dir, {"check-config", "-c", path, "--node", "n1"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.exit == 0);
+  CHECK(lines_of(r.out).size() == 13);  // the settings of INTERFACE.md
+  CHECK(contains(r.out, "on-promote = echo up\\n    && logger\\tpromoted\n"));
+}
+
+TEST_CASE("switchover --to or --from that cannot be a node name exits 2 naming the flag", "[process][switchover]") {
+  TempDir dir;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+      {{"--to", ""}, "--to: must not be empty"},
+      {{"--from", ""}, "--from: must not be empty"},
+      {{"--to", "a\xff"}, "--to: is not valid UTF-8"},
+      {{"--to", std::string(64, 'n')}, "--to: '" + std::string(64, 'n') + "' is longer than 63 bytes"},
+  };
+  for (const auto& [flags, message] : cases) {
+    CAPTURE(message);
+    std::vector<std::string> args{"switchover", "--dsn", test_dsn(), "--cluster", unique_cluster("proc-swbad")};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const CommandResult r = run_command(dir, args);
+    CHECK(r.exit == 2);
+    require_one_line_naming(r, message);
   }
 }
 

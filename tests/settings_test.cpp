@@ -2,6 +2,7 @@
 
 #include "settings.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace lease_agent;
@@ -272,6 +274,19 @@ TEST_CASE("file errors are one line naming the file and line") {
        "</lease-agent>\n",
        "3: malformed XML: Start-end tags mismatch"},
       {"empty.xml", "", "1: malformed XML: No document element found"},
+      {"two-roots.xml",
+       "<lease-agent>\n"
+       "  <property name=\"node\">a</property>\n"
+       "</lease-agent>\n"
+       "<more>\n"
+       "  <property name=\"ttl\">20s</property>\n"
+       "</more>\n",
+       "4: malformed XML: a second root element <more> (a config file has one, e.g. <lease-agent>)"},
+      {"latin1-node.xml",
+       "<lease-agent>\n"
+       "  <property name=\"node\">caf\xe9</property>\n"
+       "</lease-agent>\n",
+       "2: node: is not valid UTF-8"},
       {"bad-value.xml",
        "<lease-agent>\n"
        "  <property name=\"active\">true</property>\n"
@@ -371,9 +386,33 @@ TEST_CASE("validation errors name the flag or file line of the value") {
       {{"--http", "[::1]"}, "--http: bad address '[::1]': needs [IPv6]:PORT"},
       {{"--cluster", ""}, "--cluster: must not be empty"},
       {{"--node", std::string(64, 'n')},
-       "--node: '" + std::string(64, 'n') + "' is longer than 63 characters"},
+       "--node: '" + std::string(64, 'n') + "' is longer than 63 bytes"},
       {{"--node", "a\tb"}, "--node: must not contain control characters"},
       {{"--handover-delay", "300"}, "--handover-delay: bad duration '300': needs a unit: ms, s or m"},
+      {{"--node", "caf\xe9"}, "--node: is not valid UTF-8"},
+      {{"--cluster", "\xc0\xaf"}, "--cluster: is not valid UTF-8"},          // overlong '/'
+      {{"--node", "\xed\xa0\x80"}, "--node: is not valid UTF-8"},           // a surrogate
+      {{"--address", "10.0.0.1\xff"}, "--address: is not valid UTF-8"},
+      {{"-c", ""}, "--config: must not be empty (the path of an XML config file)"},
+      {{"--dsn", "host=db port=abc"}, "--dsn: connection option port 'abc': not a port number (1..65535)"},
+      {{"--dsn", "host=db port=70000"}, "--dsn: connection option port '70000': not a port number (1..65535)"},
+      {{"--dsn", "host=a,b port=5432,x"}, "--dsn: connection option port '5432,x': 'x' is not a port number (1..65535)"},
+      {{"--dsn", "host=a,b port=1,2,3"},
+       "--dsn: connection option port '1,2,3': 3 ports for 2 hosts (give one port, or one per host)"},
+      {{"--dsn", "host=a,b hostaddr=127.0.0.1"},
+       "--dsn: connection options host and hostaddr: 2 host names but 1 hostaddr values"},
+      {{"--dsn", "hostaddr=db.example"},
+       "--dsn: connection option hostaddr 'db.example': not a numeric IPv4 or IPv6 address"},
+      {{"--dsn", "host=db connect_timeout=abc"}, "--dsn: connection option connect_timeout 'abc': not an integer"},
+      {{"--dsn", "host=db keepalives_idle=2x"}, "--dsn: connection option keepalives_idle '2x': not an integer"},
+      {{"--dsn", "host=db sslmode=REQUIRE"},
+       "--dsn: connection option sslmode 'REQUIRE': not one of disable, allow, prefer, require, verify-ca, verify-full"},
+      {{"--dsn", "postgresql://db/app?target_session_attrs=readwrite"},
+       "--dsn: connection option target_session_attrs 'readwrite': not one of any, read-write, read-only, primary, "
+       "standby, prefer-standby"},
+      {{"--dsn", "host=db gssencmode=yes"}, "--dsn: connection option gssencmode 'yes': not one of disable, prefer, require"},
+      {{"--dsn", "host=db ssl_min_protocol_version=TLSv2"},
+       "--dsn: connection option ssl_min_protocol_version 'TLSv2': not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"},
       {{"--dsn", "host=db dbnme=app"},
        "--dsn: not a valid libpq connection string: invalid connection option \"dbnme\""},
       {{"--dsn", "postgresql://db/app?sslmod=require"},
@@ -383,6 +422,19 @@ TEST_CASE("validation errors name the flag or file line of the value") {
     INFO(c.message);
     CHECK(settings_error_of([&] { load_from_args(c.args); }) == c.message);
   }
+}
+
+TEST_CASE("connection options libpq accepts are accepted") {
+  for (const std::string& dsn :
+       {std::string("host=a,b port=5432"), std::string("host=a,b port=5432,5433"), std::string("host=a,b port=5432,"),
+        std::string("host=a port=' 5432 '"), std::string("host=a,b hostaddr=127.0.0.1,::1 port=5432"),
+        std::string("host=db sslmode=verify-full connect_timeout=3 keepalives=0 tcp_user_timeout=-5"),
+        std::string("host=db ssl_min_protocol_version=tlsv1.2 target_session_attrs=prefer-standby"),
+        std::string("postgresql://a:5432,b:5433/app?target_session_attrs=read-write")}) {
+    CAPTURE(dsn);
+    CHECK(load_from_args({"--dsn", dsn}).dsn == dsn);
+  }
+  CHECK(load_from_args({"--node", "café-ü"}).node == "café-ü");
 }
 
 TEST_CASE("validation accepts the edges") {
@@ -435,6 +487,14 @@ TEST_CASE("mask_dsn hides every password and changes nothing else") {
       {"postgresql://db/app?password=s3cret", "postgresql://db/app?password=********"},
       {"postgresql://app:s3%40cret@db/app?password=s3cret",
        "postgresql://app:********@db/app?password=********"},
+      // libpq ends the userinfo at '@' (or '/'), not at '?' or '#'.
+      {"postgresql://app:s3?cret@db/app", "postgresql://app:********@db/app"},
+      {"postgresql://app:s3#cret@db", "postgresql://app:********@db"},
+      {"postgresql://app:s3@cret@db/app", "postgresql://app:********@db/app"},
+      // The passphrase of the client's SSL key is a secret too.
+      {"host=db sslpassword=s3cret sslkey=/k", "host=db sslpassword=******** sslkey=/k"},
+      {"postgresql://db/app?sslpassword=s3cret&sslmode=require",
+       "postgresql://db/app?sslpassword=********&sslmode=require"},
   };
   for (const Case& c : cases) {
     INFO(c.dsn);
@@ -504,10 +564,42 @@ TEST_CASE("a malformed dsn is named without quoting what could be its password")
 TEST_CASE("handover-delay: 0 by default, and a duration otherwise") {
   CHECK(load_settings(FlagValues{}).handover_delay == Millis(0));
   CHECK(load_from_args({"--handover-delay", "300ms"}).handover_delay == Millis(300));
-  CHECK(load_from_args({"--handover-delay", "0"}).handover_delay == Millis(0));
+  for (const char* zero : {"0", "0ms", "00ms", "0s", "0m", "000"})
+    CHECK(load_from_args({"--handover-delay", zero}).handover_delay == Millis(0));
+  CHECK(settings_error_of([] { load_from_args({"--handover-delay", "0h"}); }) ==
+        "--handover-delay: bad duration '0h': unknown unit 'h': use ms, s or m");
   CHECK(value_of(load_from_args({"--handover-delay", "1s"}), "handover-delay") == "1s");
   // Below ttl: a stopping master does not renew, its lease must outlast the delay.
   CHECK(settings_error_of([] { load_from_args({"--ttl", "2s", "--renew", "500ms", "--handover-delay", "2s"}); }) ==
         "--handover-delay: handover-delay 2s must be below ttl 2s (the lease would run out before the release)");
   CHECK(load_from_args({"--ttl", "2s", "--renew", "500ms", "--handover-delay", "1900ms"}).handover_delay == Millis(1900));
+}
+
+TEST_CASE("the config file is read once: a pipe serves both the log format and the settings") {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/agent.xml";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] {
+    std::ofstream(fifo) << "<lease-agent>\n  <property name=\"log-format\">json</property>\n"
+                           "  <property name=\"node\">from-pipe</property>\n</lease-agent>\n";
+  });
+  FlagValues flags;
+  flags.config_file = fifo;
+  flags.config_given = true;
+  CHECK(requested_log_format(flags) == "json");
+  const Settings s = load_settings(flags);  // a second read of the pipe would find nothing
+  writer.join();
+  CHECK(s.node == "from-pipe");
+  CHECK(s.log_format == "json");
+}
+
+TEST_CASE("a config file larger than 1 MiB is refused, not read into memory") {
+  FlagValues flags;
+  flags.config_file = "/dev/zero";
+  flags.config_given = true;
+  CHECK(requested_log_format(flags) == "text");
+  CHECK(settings_error_of([&] { load_settings(flags); }) == "/dev/zero: larger than 1 MiB: not a config file");
+  TempDir dir;
+  const std::string big = dir.write("big.xml", "<lease-agent>" + std::string(1 << 20, ' ') + "</lease-agent>");
+  CHECK(settings_error_of([&] { load_settings_file(big); }) == big + ": larger than 1 MiB: not a config file");
 }

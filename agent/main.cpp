@@ -284,6 +284,13 @@ int run_command_line(int argc, char** argv) {
     app.parse(argc, arg_pointers.data());
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // The command line did not parse, yet the error follows a --log-format json given on it.
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--log-format=json" || (args[i] == "--log-format" && i + 1 < args.size() && args[i + 1] == "json"))
+        log_set_format("json");
+      for (const char* name : {"run", "status", "switchover", "check-config"})
+        if (g_command == "lease-agent" && args[i] == name) g_command = name;
+    }
     return usage_error(mask_arguments_in(e.what(), args));
   }
 

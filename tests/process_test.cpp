@@ -1029,6 +1029,13 @@ TEST_CASE("log-format json: every line is JSON, epochs and durations are numbers
   CHECK(j["level"] == "error");
   CHECK(j["command"] == "run");
   CHECK(j["msg"].get<std::string>().find("--ttl") != std::string::npos);
+  // A command line that does not parse (an unknown flag) follows --log-format json too.
+  const CommandResult u = run_command(c.dir(), {"run", "--log-format", "json", "--no-such-flag", "1"});
+  CHECK(u.exit == 2);
+  REQUIRE(lines_of(u.err).size() == 1);
+  REQUIRE_NOTHROW(j = nlohmann::json::parse(u.err));
+  CHECK(j["command"] == "run");
+  CHECK(j["msg"].get<std::string>().find("--no-such-flag") != std::string::npos);
   // The same from the config file's log-format.
   const std::string cfg = c.dir().file("json.xml");
   write_file(cfg, "<agent><property name=\"log-format\">json</property><property name=\"ttl\">5</property></agent>\n");

@@ -318,6 +318,10 @@ for label in labels:
         "clean_median_below_etcd_lock_term": (None if etcd_term is None or num(term.get("median")) is None
                                               else bool(term["median"] < etcd_term)),
         "clean_worst_le_30ms": le(term.get("max"), 30),
+        # The same, to the successor's own first 200 on /master (when traffic can reach it).
+        "clean_http_median_below_etcd_lock_term": (None if etcd_term is None or num(term.get("http_median")) is None
+                                                   else bool(term["http_median"] < etcd_term)),
+        "clean_http_worst_le_30ms": le(term.get("http_max"), 30),
         "stop_new_master_within_ttl_plus_50ms": le(stop.get("max"), ttl_ms + 50),
         "stop_503_at_once_on_resume": (None if not stop else
                                        bool(stop.get("resume_not_503", 1) == 0 and stop.get("resumed_200_samples", 1) == 0)),
@@ -336,7 +340,8 @@ for label in labels:
     targets[label] = t
 
 result = {
-    "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    # BENCH_DATE_UTC: the date of the run, when its report is made again from its JSON files.
+    "date_utc": E.get("BENCH_DATE_UTC") or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": {"uname": sh("uname -a"), "nproc": os.cpu_count(), "cpu_model": cpu_model, "memory": mem},
     "versions": {"lease-agent": E.get("BENCH_AGENT_VERSION", ""), "postgres": E.get("BENCH_PG_VERSION", ""),
                  "etcd": E.get("BENCH_ETCD_VERSION", ""), "gnuplot": E.get("BENCH_GNUPLOT_VERSION", ""),
@@ -520,22 +525,26 @@ L.append("`scripts/bench.sh%s` on %s, %s cores, %s; %s; %s; ttl=%s renew=%s, ste
             result["versions"]["lease-agent"], result["versions"]["postgres"], E["BENCH_TTL"], E["BENCH_RENEW"],
             E["BENCH_WINDOW"], ", ".join("%s at %s" % (v["runs_per_scenario"], k) for k, v in result["settings"]["sizes"].items())))
 L.append("")
-L.append("Takeover: ms from the fault to a new master in `lease_agent.master`, median / p95 / max (M x N: M clusters of N agents).")
+L.append("Takeover: ms from the fault to a new master in `lease_agent.master`, median / p95 / max (M x N: M clusters "
+         "of N agents); for SIGTERM and switchover also to the successor's first 200 on /master.")
 L.append("")
-L.append("| agents | start-up | kill -9 | SIGTERM | SIGSTOP past ttl | switchover | switchover request to term (db clock), median | samples with two 200s | unexpected successor | failed runs |")
-L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+L.append("| agents | start-up | kill -9 | SIGTERM | SIGTERM, to /master 200 | SIGSTOP past ttl | switchover | switchover, to /master 200 | switchover request to term (db clock), median | samples with two 200s | unexpected successor | failed runs |")
+L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for label in labels:
     r = scale[label]["result"] or {}
     cells = []
     for sc in SC:
         t = tk(label, sc)
         cells.append("%s / %s / %s" % (fmt(t.get("median")), fmt(t.get("p95")), fmt(t.get("max"))) if t else "n/a")
+        if sc in ("term", "switchover"):
+            cells.append("%s / %s / %s" % (fmt(t.get("http_median")), fmt(t.get("http_p95")), fmt(t.get("http_max")))
+                         if t else "n/a")
     dbl = sum(tk(label, sc).get("double_200_samples", 0) for sc in SC)
     unexp = sum(tk(label, sc).get("unexpected_successor", 0) for sc in SC)
     failed = sum(tk(label, sc).get("failed", 0) for sc in SC)
     status = "" if scale[label]["exit_status"] == 0 else " (exit %d)" % scale[label]["exit_status"]
-    L.append("| %s%s | %s s | %s | %s | %s | %s | %s | %d | %d | %d |" % (
-        label, status, fmt(r.get("startup_s")), cells[0], cells[1], cells[2], cells[3],
+    L.append("| %s%s | %s s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d |" % (
+        label, status, fmt(r.get("startup_s")), *cells,
         fmt(tk(label, "switchover").get("request_to_term_median"), 2), dbl, unexp, failed))
 L.append("")
 L.append("Steady state (nothing but the agents on the database): per agent and renew, and what PostgreSQL spends.")
@@ -597,6 +606,8 @@ NAMES = [
     ("crash_worst_le_ttl_plus_50ms", "kill -9: worst <= ttl + 50 ms"),
     ("clean_median_below_etcd_lock_term", "SIGTERM: median below etcd's lock handover"),
     ("clean_worst_le_30ms", "SIGTERM: worst <= 30 ms"),
+    ("clean_http_median_below_etcd_lock_term", "SIGTERM, to the successor's /master 200: median below etcd's"),
+    ("clean_http_worst_le_30ms", "SIGTERM, to the successor's /master 200: worst <= 30 ms"),
     ("stop_new_master_within_ttl_plus_50ms", "SIGSTOP: new master within ttl + 50 ms"),
     ("stop_503_at_once_on_resume", "SIGSTOP: 503 at once on resume, no 200 after"),
     ("no_two_200s", "no sample with two 200s"),

@@ -480,6 +480,10 @@ REFS = {
 for sc, logy in (("kill", False), ("term", True), ("stop", False), ("switchover", True)):
     ser = (series_for(sc + "-med", lambda l, sc=sc: tk(l, sc).get("median"), sc + " median")
            + series_for(sc + "-max", lambda l, sc=sc: tk(l, sc).get("max"), sc + " max"))
+    if sc in ("term", "switchover"):
+        # The hand-offs also to the successor's own first 200 on /master (the row names it first).
+        ser += series_for(sc + "-http-med", lambda l, sc=sc: tk(l, sc).get("http_median"), sc + " median to /master 200",
+                          "linespoints pt 6 dt 4", "points pt 8 ps 1.5")
     gp += panel({"kill": "kill -9", "term": "SIGTERM (clean stop)", "stop": "SIGSTOP past ttl",
                  "switchover": "switchover"}[sc], "ms to the new master", ser + (REFS[sc] if ser else []), logy)
 gp += ["unset multiplot"]

@@ -1,8 +1,8 @@
 // The dsn: libpq's parser for checking, masking for display, the agent's connection options.
 #include "dsn.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -35,10 +35,27 @@ bool equals_ignoring_case(const std::string& text, const std::string& lower) {
 
 const char kMask[] = "********";
 
+// A URI component with its %XX escapes decoded, as libpq decodes query keywords
+// ("pass%77ord" is password).
+std::string percent_decoded(const std::string& text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out += static_cast<char>(std::stoi(text.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 // The keywords whose values are secrets: libpq's password and the passphrase of the
-// client's SSL key.
+// client's SSL key (a URI's query keyword is compared decoded).
 bool is_secret_keyword(const std::string& keyword) {
-  return equals_ignoring_case(keyword, "password") || equals_ignoring_case(keyword, "sslpassword");
+  const std::string k = percent_decoded(keyword);
+  return equals_ignoring_case(k, "password") || equals_ignoring_case(k, "sslpassword");
 }
 
 // Masks a URI's user:password@ and ?password=... / ?sslpassword=... (prefix already checked).
@@ -46,11 +63,18 @@ std::string mask_dsn_uri(const std::string& dsn, std::size_t authority_begin) {
   std::string masked = dsn;
   // 1. userinfo: libpq ends it at the first '@' before the first '/' (a '?' or '#' does
   //    not end it: "app:s3?cret@db" is user app, password s3?cret). Masked up to the
-  //    last '@' before that '/', which covers an unescaped '@' in a password too; the
-  //    password begins after the userinfo's first ':'.
+  //    last '@' before that '/', which covers an unescaped '@' in a password too. A
+  //    password with an unescaped '/' ("app:pa/ss@db") is no userinfo to libpq, yet it
+  //    is one to whoever wrote it: without an '@' before the first '/', up to the last
+  //    '@' before the query. The password begins after the first ':'.
   std::size_t authority_end = masked.find('/', authority_begin);
   if (authority_end == std::string::npos) authority_end = masked.size();
-  const std::size_t at = authority_end == authority_begin ? std::string::npos : masked.rfind('@', authority_end - 1);
+  std::size_t at = authority_end == authority_begin ? std::string::npos : masked.rfind('@', authority_end - 1);
+  if (at == std::string::npos || at < authority_begin) {
+    const std::size_t query = masked.find_first_of("?#", authority_begin);
+    const std::size_t before = query == std::string::npos ? masked.size() : query;
+    at = before == authority_begin ? std::string::npos : masked.rfind('@', before - 1);
+  }
   if (at != std::string::npos && at >= authority_begin) {
     const std::size_t colon = masked.find(':', authority_begin);
     if (colon != std::string::npos && colon < at) {
@@ -195,16 +219,25 @@ bool is_libpq_int(const std::string& text, long* out = nullptr) {
 
 // The values libpq checks only when it connects (PostgreSQL 15's connectOptions2,
 // parse_int_param and the hostaddr lookup), checked here so that a typo is bad config
-// (exit 2) instead of a connection retried for ever. Empty when all are good.
-std::string option_value_problem(const std::map<std::string, OptionValue>& values) {
+// (exit 2) instead of a connection retried for ever. Empty when all are good. Stricter
+// than libpq in three places, taken as typos: keepalives* and tcp_user_timeout are
+// checked also for a Unix-socket host (libpq ignores them there), and an out-of-range
+// port or an unparsable hostaddr in a list is refused (libpq skips that host).
+// `masked_dsn` is the dsn as mask_dsn() shows it: a value it does not show (libpq read a
+// piece of a password as a port, say) is not quoted. With a service file (a `service`
+// keyword or PGSERVICE) the count of hosts and ports is not checked: the file may give
+// them.
+std::string option_value_problem(const std::map<std::string, OptionValue>& values, const std::string& masked_dsn) {
   auto found = [&](const char* keyword) -> const OptionValue* {
     const auto it = values.find(keyword);
     return it == values.end() ? nullptr : &it->second;
   };
-  auto bad = [](const char* keyword, const OptionValue& v, const std::string& why) {
+  auto bad = [&](const char* keyword, const OptionValue& v, const std::string& why) {
     const std::string where = v.origin == "dsn" ? "" : " (from " + v.origin + ")";
-    return "connection option " + std::string(keyword) + " '" + v.value + "'" + where + ": " + why;
+    const bool shown = v.origin != "dsn" || masked_dsn.find(v.value) != std::string::npos;
+    return "connection option " + std::string(keyword) + (shown ? " '" + v.value + "'" : "") + where + ": " + why;
   };
+  const bool service = values.count("service") != 0;
   for (const char* keyword :
        {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
         "tcp_user_timeout"}) {
@@ -245,8 +278,14 @@ std::string option_value_problem(const std::map<std::string, OptionValue>& value
   if (hostaddr != nullptr && !hostaddr->value.empty()) {
     const std::vector<std::string> addrs = split_commas(hostaddr->value);
     for (const std::string& a : addrs) {
-      unsigned char buf[sizeof(in6_addr)];
-      if (!a.empty() && inet_pton(AF_INET, a.c_str(), buf) != 1 && inet_pton(AF_INET6, a.c_str(), buf) != 1)
+      // As libpq reads it: getaddrinfo with AI_NUMERICHOST ("fe80::1%lo" and "127.1" too).
+      addrinfo hints{};
+      hints.ai_flags = AI_NUMERICHOST;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* result = nullptr;
+      const int rc = a.empty() ? 0 : ::getaddrinfo(a.c_str(), nullptr, &hints, &result);
+      if (result != nullptr) ::freeaddrinfo(result);
+      if (rc != 0)
         return bad("hostaddr", *hostaddr,
                    (addrs.size() == 1 ? "" : "'" + a + "' is ") + "not a numeric IPv4 or IPv6 address");
     }
@@ -254,7 +293,7 @@ std::string option_value_problem(const std::map<std::string, OptionValue>& value
   }
   if (host != nullptr && !host->value.empty()) {
     const std::size_t names = split_commas(host->value).size();
-    if (hostaddr != nullptr && !hostaddr->value.empty() && names != hosts)
+    if (!service && hostaddr != nullptr && !hostaddr->value.empty() && names != hosts)
       return "connection options host and hostaddr: " + std::to_string(names) + " host names but " +
              std::to_string(hosts) + " hostaddr values";
     hosts = names;
@@ -267,7 +306,7 @@ std::string option_value_problem(const std::map<std::string, OptionValue>& value
       if (!is_libpq_int(p, &n) || n < 1 || n > 65535)
         return bad("port", *port, (ports.size() == 1 ? "" : "'" + p + "' is ") + "not a port number (1..65535)");
     }
-    if (ports.size() != 1 && ports.size() != hosts)
+    if (!service && ports.size() != 1 && ports.size() != hosts)
       return bad("port", *port, std::to_string(ports.size()) + " ports for " + std::to_string(hosts) +
                                     " hosts (give one port, or one per host)");
   }
@@ -301,15 +340,23 @@ std::string dsn_problem(const std::string& dsn) {
   for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
     if (o->val != nullptr) values[o->keyword] = OptionValue{o->val, "dsn"};
   PQconninfoFree(opts);
-  if (PQconninfoOption* defaults = PQconndefaults()) {
+  // Not where a service file comes between the dsn and the environment, nor for the
+  // options effective_conninfo() always sets.
+  const bool service = values.count("service") != 0 || std::getenv("PGSERVICE") != nullptr;
+  PQconninfoOption* defaults = service ? nullptr : PQconndefaults();
+  if (defaults != nullptr) {
     for (PQconninfoOption* o = defaults; o->keyword != nullptr; ++o) {
       if (o->envvar == nullptr || o->val == nullptr || values.count(o->keyword) != 0) continue;
+      if (std::strcmp(o->keyword, "connect_timeout") == 0 || std::strncmp(o->keyword, "keepalives", 10) == 0 ||
+          std::strcmp(o->keyword, "tcp_user_timeout") == 0)
+        continue;
       const char* env = std::getenv(o->envvar);
       if (env != nullptr && std::strcmp(env, o->val) == 0) values[o->keyword] = OptionValue{o->val, o->envvar};
     }
     PQconninfoFree(defaults);
   }
-  return option_value_problem(values);
+  if (service && values.count("service") == 0) values["service"] = OptionValue{std::getenv("PGSERVICE"), "PGSERVICE"};
+  return option_value_problem(values, mask_dsn(dsn));
 }
 
 std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds ttl,

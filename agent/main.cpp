@@ -288,8 +288,9 @@ int run_command_line(int argc, char** argv) {
     for (std::size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--log-format=json" || (args[i] == "--log-format" && i + 1 < args.size() && args[i + 1] == "json"))
         log_set_format("json");
-      for (const char* name : {"run", "status", "switchover", "check-config"})
+      for (const char* name : {"run", "status", "switchover", "check-config", "schema"})
         if (g_command == "lease-agent" && args[i] == name) g_command = name;
+      if (g_command == "schema" && args[i] == "apply") g_command = "schema apply";
     }
     return usage_error(mask_arguments_in(e.what(), args));
   }

@@ -144,6 +144,15 @@ bool is_utf8(const std::string& value) {
   return true;
 }
 
+// U+0080..U+009F (C1 controls) in UTF-8: 0xC2 followed by 0x80..0x9F.
+bool has_c1_control(const std::string& value) {
+  for (std::size_t i = 0; i + 1 < value.size(); ++i)
+    if (static_cast<unsigned char>(value[i]) == 0xC2 && static_cast<unsigned char>(value[i + 1]) >= 0x80 &&
+        static_cast<unsigned char>(value[i + 1]) <= 0x9F)
+      return true;
+  return false;
+}
+
 // cluster and node: they are keys in the database and labels in logs.
 void check_member_name(const std::string& value) {
   const std::string problem = member_name_problem(value);
@@ -158,6 +167,7 @@ void check_address(const std::string& value) {
     throw std::invalid_argument("must not contain control characters");
   }
   if (!is_utf8(value)) throw std::invalid_argument("is not valid UTF-8");
+  if (has_c1_control(value)) throw std::invalid_argument("must not contain control characters");
 }
 
 void check_dsn(const std::string& value) {
@@ -404,6 +414,7 @@ std::map<std::string, RawValue> default_values() {
 
 // "0", or 0 in any unit and with any count of zeros ("0ms", "00s", "0m").
 bool is_zero_duration(const std::string& text) {
+  if (text.empty()) return false;
   const std::size_t digits = text.find_first_not_of('0');
   if (digits == 0) return false;
   const std::string unit = digits == std::string::npos ? "" : text.substr(digits);
@@ -500,6 +511,7 @@ std::string member_name_problem(const std::string& value) {
   if (value.empty()) return "must not be empty";
   if (has_control_character(value)) return "must not contain control characters";
   if (!is_utf8(value)) return "is not valid UTF-8";
+  if (has_c1_control(value)) return "must not contain control characters";
   if (value.size() > kLongestMemberName)
     return "'" + value + "' is longer than " + std::to_string(kLongestMemberName) + " bytes";
   return "";

@@ -932,7 +932,7 @@ TEST_CASE("a role without access to schema lease_agent exits 3 with a line sayin
   CHECK(contains(log, "grant the agent's role access to schema lease_agent"));
 }
 
-TEST_CASE("command-line errors never echo a password, and argv is scrubbed", "[process]") {
+TEST_CASE("command-line errors never echo a password; check-config masks every form of it", "[process]") {
   TempDir dir;
   const std::string secret = "s3?cret-77";
   struct Case {

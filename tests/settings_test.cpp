@@ -2,7 +2,9 @@
 
 #include "settings.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -392,6 +394,8 @@ TEST_CASE("validation errors name the flag or file line of the value") {
       {{"--node", "caf\xe9"}, "--node: is not valid UTF-8"},
       {{"--cluster", "\xc0\xaf"}, "--cluster: is not valid UTF-8"},          // overlong '/'
       {{"--node", "\xed\xa0\x80"}, "--node: is not valid UTF-8"},           // a surrogate
+      {{"--node", "a\xc2\x85" "b"}, "--node: must not contain control characters"},  // U+0085, a C1 control
+      {{"--handover-delay", ""}, "--handover-delay: bad duration '': needs a positive whole number and a unit: ms, s or m"},
       {{"--address", "10.0.0.1\xff"}, "--address: is not valid UTF-8"},
       {{"-c", ""}, "--config: must not be empty (the path of an XML config file)"},
       {{"--dsn", "host=db port=abc"}, "--dsn: connection option port 'abc': not a port number (1..65535)"},
@@ -430,11 +434,33 @@ TEST_CASE("connection options libpq accepts are accepted") {
         std::string("host=a port=' 5432 '"), std::string("host=a,b hostaddr=127.0.0.1,::1 port=5432"),
         std::string("host=db sslmode=verify-full connect_timeout=3 keepalives=0 tcp_user_timeout=-5"),
         std::string("host=db ssl_min_protocol_version=tlsv1.2 target_session_attrs=prefer-standby"),
-        std::string("postgresql://a:5432,b:5433/app?target_session_attrs=read-write")}) {
+        std::string("postgresql://a:5432,b:5433/app?target_session_attrs=read-write"),
+        // libpq reads hostaddr with getaddrinfo(AI_NUMERICHOST): a scoped IPv6 address, "127.1".
+        std::string("host=a,b hostaddr=fe80::1%lo,127.1"),
+        // A service file may give the hosts: their count is not checked.
+        std::string("service=nonesuch port=5432,5433")}) {
     CAPTURE(dsn);
     CHECK(load_from_args({"--dsn", dsn}).dsn == dsn);
   }
   CHECK(load_from_args({"--node", "café-ü"}).node == "café-ü");
+  // effective_conninfo always sets connect_timeout: libpq never reads PGCONNECT_TIMEOUT.
+  ::setenv("PGCONNECT_TIMEOUT", "abc", 1);
+  const std::string why = [] {
+    try {
+      load_from_args({"--dsn", "host=db"});
+      return std::string();
+    } catch (const SettingsError& e) {
+      return std::string(e.what());
+    }
+  }();
+  ::unsetenv("PGCONNECT_TIMEOUT");
+  CHECK(why.empty());
+}
+
+TEST_CASE("a piece of a password that libpq reads as a port is not quoted") {
+  // "app:pa/ss@db": to libpq host app, port "pa" (the '/' ends the authority).
+  const std::string why = settings_error_of([] { load_from_args({"--dsn", "postgresql://app:pa/ss@db/app"}); });
+  CHECK(why == "--dsn: connection option port: not a port number (1..65535)");
 }
 
 TEST_CASE("validation accepts the edges") {
@@ -491,6 +517,13 @@ TEST_CASE("mask_dsn hides every password and changes nothing else") {
       {"postgresql://app:s3?cret@db/app", "postgresql://app:********@db/app"},
       {"postgresql://app:s3#cret@db", "postgresql://app:********@db"},
       {"postgresql://app:s3@cret@db/app", "postgresql://app:********@db/app"},
+      // libpq decodes a query keyword's %XX escapes: pass%77ord is password.
+      {"postgresql://db/app?pass%77ord=s3cret", "postgresql://db/app?pass%77ord=********"},
+      {"postgresql://db/app?%73slpassword=s3cret", "postgresql://db/app?%73slpassword=********"},
+      // An unescaped '/' in a password: no userinfo to libpq, but masked all the same.
+      {"postgresql://app:s3/cret@db/app", "postgresql://app:********@db/app"},
+      // An '@' in the query is no userinfo.
+      {"postgresql://db:5432/app?user=me@corp", "postgresql://db:5432/app?user=me@corp"},
       // The passphrase of the client's SSL key is a secret too.
       {"host=db sslpassword=s3cret sslkey=/k", "host=db sslpassword=******** sslkey=/k"},
       {"postgresql://db/app?sslpassword=s3cret&sslmode=require",
@@ -575,30 +608,72 @@ TEST_CASE("handover-delay: 0 by default, and a duration otherwise") {
   CHECK(load_from_args({"--ttl", "2s", "--renew", "500ms", "--handover-delay", "1900ms"}).handover_delay == Millis(1900));
 }
 
+// Runs `body` in a child process bounded by `seconds` of wall time (SIGALRM) and, when
+// `memory_mb` > 0, that much address space: a regression that blocks or reads without
+// end fails the test instead of hanging it. The child's exit status, or 128 + signal.
+template <typename Body>
+int in_bounded_child(Body body, unsigned seconds, long memory_mb = 0) {
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::alarm(seconds);
+    if (memory_mb > 0) {
+      const rlimit limit{static_cast<rlim_t>(memory_mb) << 20, static_cast<rlim_t>(memory_mb) << 20};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
+    int status = 1;
+    try {
+      status = body() ? 0 : 1;
+    } catch (...) {
+      status = 2;
+    }
+    ::_exit(status);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 TEST_CASE("the config file is read once: a pipe serves both the log format and the settings") {
   TempDir dir;
   const std::string fifo = dir.path() + "/agent.xml";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  std::thread writer([&] {
-    std::ofstream(fifo) << "<lease-agent>\n  <property name=\"log-format\">json</property>\n"
-                           "  <property name=\"node\">from-pipe</property>\n</lease-agent>\n";
-  });
-  FlagValues flags;
-  flags.config_file = fifo;
-  flags.config_given = true;
-  CHECK(requested_log_format(flags) == "json");
-  const Settings s = load_settings(flags);  // a second read of the pipe would find nothing
-  writer.join();
-  CHECK(s.node == "from-pipe");
-  CHECK(s.log_format == "json");
+  // The child reads; a second read of the pipe would block (no writer): SIGALRM.
+  const int status = in_bounded_child(
+      [&] {
+        std::thread writer([&] {
+          std::ofstream(fifo) << "<lease-agent>\n  <property name=\"log-format\">json</property>\n"
+                                 "  <property name=\"node\">from-pipe</property>\n</lease-agent>\n";
+        });
+        FlagValues flags;
+        flags.config_file = fifo;
+        flags.config_given = true;
+        const bool json = requested_log_format(flags) == "json";
+        const Settings s = load_settings(flags);
+        writer.join();
+        return json && s.node == "from-pipe" && s.log_format == "json";
+      },
+      20);
+  CHECK(status == 0);
 }
 
 TEST_CASE("a config file larger than 1 MiB is refused, not read into memory") {
-  FlagValues flags;
-  flags.config_file = "/dev/zero";
-  flags.config_given = true;
-  CHECK(requested_log_format(flags) == "text");
-  CHECK(settings_error_of([&] { load_settings(flags); }) == "/dev/zero: larger than 1 MiB: not a config file");
+  // In a child with 512 MiB of address space: reading /dev/zero without a bound fails it.
+  const int status = in_bounded_child(
+      [] {
+        FlagValues flags;
+        flags.config_file = "/dev/zero";
+        flags.config_given = true;
+        if (requested_log_format(flags) != "text") return false;
+        try {
+          load_settings(flags);
+        } catch (const SettingsError& e) {
+          return std::string(e.what()) == "/dev/zero: larger than 1 MiB: not a config file";
+        }
+        return false;
+      },
+      20, 512);
+  CHECK(status == 0);
   TempDir dir;
   const std::string big = dir.write("big.xml", "<lease-agent>" + std::string(1 << 20, ' ') + "</lease-agent>");
   CHECK(settings_error_of([&] { load_settings_file(big); }) == big + ": larger than 1 MiB: not a config file");

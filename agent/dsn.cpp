@@ -270,6 +270,22 @@ std::string option_value_problem(const std::map<std::string, OptionValue>& value
     }
     if (!ok) return bad(c.keyword, *v, "not one of " + list);
   }
+  // A TLS version range that holds a version (libpq: "invalid SSL protocol version range").
+  const OptionValue* tls_min = found("ssl_min_protocol_version");
+  const OptionValue* tls_max = found("ssl_max_protocol_version");
+  if (tls_min != nullptr && tls_max != nullptr && !tls_min->value.empty() && !tls_max->value.empty()) {
+    auto rank = [](const std::string& v) {
+      int r = 0;
+      for (const char* t : {"tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3"}) {
+        if (equals_ignoring_case(v, t)) return r;
+        ++r;
+      }
+      return r;
+    };
+    if (rank(tls_min->value) > rank(tls_max->value))
+      return "connection options ssl_min_protocol_version '" + tls_min->value + "' and ssl_max_protocol_version '" +
+             tls_max->value + "': no TLS version in between";
+  }
   // Hosts, their numeric addresses and ports: one port for all, or one per host.
   const OptionValue* host = found("host");
   const OptionValue* hostaddr = found("hostaddr");

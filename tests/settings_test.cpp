@@ -415,6 +415,9 @@ TEST_CASE("validation errors name the flag or file line of the value") {
        "--dsn: connection option target_session_attrs 'readwrite': not one of any, read-write, read-only, primary, "
        "standby, prefer-standby"},
       {{"--dsn", "host=db gssencmode=yes"}, "--dsn: connection option gssencmode 'yes': not one of disable, prefer, require"},
+      {{"--dsn", "host=db ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=tlsv1.2"},
+       "--dsn: connection options ssl_min_protocol_version 'TLSv1.3' and ssl_max_protocol_version 'tlsv1.2': no TLS "
+       "version in between"},
       {{"--dsn", "host=db ssl_min_protocol_version=TLSv2"},
        "--dsn: connection option ssl_min_protocol_version 'TLSv2': not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"},
       {{"--dsn", "host=db dbnme=app"},

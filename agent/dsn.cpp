@@ -227,7 +227,8 @@ bool is_libpq_int(const std::string& text, long* out = nullptr) {
 // piece of a password as a port, say) is not quoted. With a service file (a `service`
 // keyword or PGSERVICE) the count of hosts and ports is not checked: the file may give
 // them.
-std::string option_value_problem(const std::map<std::string, OptionValue>& values, const std::string& masked_dsn) {
+std::string option_value_problem(const std::map<std::string, OptionValue>& values, const std::string& masked_dsn,
+                                 bool service) {
   auto found = [&](const char* keyword) -> const OptionValue* {
     const auto it = values.find(keyword);
     return it == values.end() ? nullptr : &it->second;
@@ -237,7 +238,6 @@ std::string option_value_problem(const std::map<std::string, OptionValue>& value
     const bool shown = v.origin != "dsn" || masked_dsn.find(v.value) != std::string::npos;
     return "connection option " + std::string(keyword) + (shown ? " '" + v.value + "'" : "") + where + ": " + why;
   };
-  const bool service = values.count("service") != 0;
   for (const char* keyword :
        {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
         "tcp_user_timeout"}) {
@@ -371,8 +371,7 @@ std::string dsn_problem(const std::string& dsn) {
     }
     PQconninfoFree(defaults);
   }
-  if (service && values.count("service") == 0) values["service"] = OptionValue{std::getenv("PGSERVICE"), "PGSERVICE"};
-  return option_value_problem(values, mask_dsn(dsn));
+  return option_value_problem(values, mask_dsn(dsn), service);
 }
 
 std::string effective_conninfo(const std::string& dsn, std::chrono::milliseconds ttl,

@@ -13,7 +13,6 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
-#include <memory>
 #include <fstream>
 #include <pugixml.hpp>
 #include <sstream>
@@ -153,6 +152,14 @@ bool has_c1_control(const std::string& value) {
   return false;
 }
 
+// Names and addresses: valid UTF-8 without control characters (C0, DEL or C1), else why not.
+std::string text_problem(const std::string& value) {
+  if (has_control_character(value)) return "must not contain control characters";
+  if (!is_utf8(value)) return "is not valid UTF-8";
+  if (has_c1_control(value)) return "must not contain control characters";
+  return "";
+}
+
 // cluster and node: they are keys in the database and labels in logs.
 void check_member_name(const std::string& value) {
   const std::string problem = member_name_problem(value);
@@ -163,11 +170,8 @@ void check_address(const std::string& value) {
   if (value.size() > kLongestAddress) {
     throw std::invalid_argument("longer than " + std::to_string(kLongestAddress) + " bytes");
   }
-  if (has_control_character(value)) {
-    throw std::invalid_argument("must not contain control characters");
-  }
-  if (!is_utf8(value)) throw std::invalid_argument("is not valid UTF-8");
-  if (has_c1_control(value)) throw std::invalid_argument("must not contain control characters");
+  const std::string problem = text_problem(value);
+  if (!problem.empty()) throw std::invalid_argument(problem);
 }
 
 void check_dsn(const std::string& value) {
@@ -337,10 +341,10 @@ std::string read_config_text(const std::string& path) {
 const std::string& config_text(const FlagValues& flags) {
   if (!flags.config_contents) {
     try {
-      flags.config_contents = std::make_shared<const std::string>(read_config_text(flags.config_file));
+      flags.config_contents = read_config_text(flags.config_file);
     } catch (const SettingsError& e) {
       flags.config_error = e.what();
-      flags.config_contents = std::make_shared<const std::string>();
+      flags.config_contents.emplace();
     }
   }
   if (!flags.config_error.empty()) throw SettingsError(flags.config_error);
@@ -509,9 +513,8 @@ std::string type_name_of(Kind kind) {
 
 std::string member_name_problem(const std::string& value) {
   if (value.empty()) return "must not be empty";
-  if (has_control_character(value)) return "must not contain control characters";
-  if (!is_utf8(value)) return "is not valid UTF-8";
-  if (has_c1_control(value)) return "must not contain control characters";
+  const std::string problem = text_problem(value);
+  if (!problem.empty()) return problem;
   if (value.size() > kLongestMemberName)
     return "'" + value + "' is longer than " + std::to_string(kLongestMemberName) + " bytes";
   return "";

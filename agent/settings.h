@@ -6,7 +6,7 @@
 
 #include <chrono>
 #include <map>
-#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -65,7 +65,7 @@ struct FlagValues {
   // The file's contents, read once by whichever of requested_log_format() and
   // load_settings() comes first (a pipe or /dev/stdin can be read only once), or why it
   // could not be read.
-  mutable std::shared_ptr<const std::string> config_contents;
+  mutable std::optional<std::string> config_contents;
   mutable std::string config_error;
 };
 

@@ -206,6 +206,9 @@ full_page_writes = off
 password_encryption = 'scram-sha-256'
 log_min_messages = warning
 log_connections = off
+# A shutdown waits for connections still in their start-up until this (default 60s);
+# see write_node_config.
+authentication_timeout = '5s'
 ${LEASE_AGENT_PG_CONF:+# From LEASE_AGENT_PG_CONF:
 $LEASE_AGENT_PG_CONF}
 EOF
@@ -486,6 +489,11 @@ max_replication_slots = 10
 wal_retrieve_retry_interval = '100ms'
 wal_receiver_status_interval = '1s'
 synchronous_standby_names = '$sync_names'
+# A fast or immediate shutdown of PostgreSQL 15 waits for every connection still in its
+# start-up (the postmaster does not signal them, and stops accepting others meanwhile)
+# until authentication_timeout, default 60s: one client cut off in the middle of its
+# handshake held a failover of the fault suite for a minute. Bounded here at 5s.
+authentication_timeout = '5s'
 CONF
 }
 

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -102,7 +103,24 @@ void Faults::thaw_all() {
 int Faults::pg_script(const std::vector<std::string>& args, const std::string& log, i64 limit_ms) {
   std::vector<std::string> argv{"/bin/bash", e_.o.source_dir + "/scripts/pg.sh"};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_bounded(argv, log, limit_ms);
+  const pid_t pid = spawn(argv, {}, log);
+  const std::optional<int> st = wait_healing(pid, limit_ms);
+  if (st) return *st;
+  ::kill(pid, SIGKILL);
+  wait_exit(pid, 5000);
+  return -1;
+}
+
+std::optional<int> Faults::wait_healing(pid_t pid, i64 limit_ms) {
+  const i64 end = mono_ns() + ms_to_ns(limit_ms);
+  if (heal_first_) {
+    const std::optional<int> st = wait_exit(pid, std::clamp<i64>((heal_first_at_ - mono_ns()) / 1000000, 0, limit_ms));
+    if (st) return st;
+    const std::function<void()> heal = std::move(heal_first_);
+    heal_first_ = nullptr;
+    heal();
+  }
+  return wait_exit(pid, std::max<i64>(0, (end - mono_ns()) / 1000000));
 }
 
 // log-stall: the relay stops reading the agent's stdout/stderr pipe, and the pipe is
@@ -145,7 +163,13 @@ void Faults::unstall_log(Slot& s) {
   s.log_cv.notify_all();
 }
 
-void Faults::begin(Fault& f) {
+void Faults::begin(Fault& f, i64 heal_first_at, const std::function<void()>& heal_first) {
+  heal_first_at_ = heal_first_at;
+  heal_first_ = heal_first;
+  struct Clear {
+    Faults& self;
+    ~Clear() { self.heal_first_ = nullptr; }
+  } clear{*this};
   Slot* s = f.target >= 0 ? e_.slots[static_cast<std::size_t>(f.target)].get() : nullptr;
   f.hold_ms = rand_ms(0.2, 2.5);
   std::ostringstream detail;
@@ -155,7 +179,7 @@ void Faults::begin(Fault& f) {
       if (s->pid <= 0) throw std::logic_error("no process to signal for " + s->node);
       f.start = mono_ns();
       ::kill(s->pid, f.kind == Kind::kill9 ? SIGKILL : SIGTERM);
-      const std::optional<int> st = wait_exit(s->pid, 20000);
+      const std::optional<int> st = wait_healing(s->pid, 20000);
       if (!st) {
         ::kill(s->pid, SIGKILL);
         wait_exit(s->pid, 5000);

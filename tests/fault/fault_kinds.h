@@ -42,8 +42,13 @@ class Faults {
   Faults& operator=(const Faults&) = delete;
 
   // Injects f (kind and target chosen) and draws how long it holds (f.hold_ms); sets
-  // f.start and f.detail.
-  void begin(Fault& f);
+  // f.start and f.detail. heal_first, if given, heals another fault of the round that
+  // must end at heal_first_at (mono ns) even while this injection still waits (for an
+  // agent's exit, or for scripts/pg.sh): a SIGTERM'd agent cannot leave while a
+  // pg-freeze holds the database; and a fast stop of PostgreSQL waits for a connection
+  // whose start-up a net-drop-to-server swallowed, while the drop, unhealed, waited for
+  // the stop (a failover held for authentication_timeout, 60 s by default).
+  void begin(Fault& f, i64 heal_first_at = 0, const std::function<void()>& heal_first = {});
   // Heals f; sets f.heal.
   void end(Fault& f);
   // Resumes every process a pg-freeze stopped.
@@ -60,10 +65,14 @@ class Faults {
   void stall_log(Slot& s, Fault& f);
   void unstall_log(Slot& s);
   int pg_script(const std::vector<std::string>& args, const std::string& log, i64 limit_ms);
+  // wait_exit, calling heal_first_ (once) when heal_first_at_ comes first.
+  std::optional<int> wait_healing(pid_t pid, i64 limit_ms);
 
   FaultEnv e_;
   std::unique_ptr<Db> lock_db_;  // the transaction of a lock fault
   std::vector<pid_t> frozen_;    // PostgreSQL's processes while a pg-freeze holds
+  i64 heal_first_at_ = 0;        // begin()'s heal_first, while begin() runs
+  std::function<void()> heal_first_;
 };
 
 }  // namespace fault_suite

@@ -67,8 +67,12 @@ bool parse_hook_line(const std::string& line, HookRecord& out) {
 }
 
 bool lost_commits_between(const History& h, i64 t1, i64 t2) {
-  for (const Fault& f : h.faults)
-    if (loses_commits(f.kind) && f.start >= t1 && f.start <= t2) return true;
+  for (const Fault& f : h.faults) {
+    if (!loses_commits(f.kind) || f.start > t2) continue;
+    // The crash came by the promotion (pg-failover), else by the heal; not healed: any time.
+    const i64 crash_by = f.promoted_at != 0 ? f.promoted_at : f.heal != 0 ? f.heal : h.end;
+    if (crash_by >= t1) return true;
+  }
   return false;
 }
 
@@ -396,7 +400,7 @@ void check_liveness(const History& h, Report& r) {
     r.takeover[f.id] = it->recv - f.start;
   }
   // The longest gaps between master answers, from the first master on, each with the
-  // faults it began in: overall, and split by whether one of them changed the server's
+  // faults it began in or that began during it (and may have made it longer): overall, and split by whether one of them changed the server's
   // life (DESIGN.md's figure for the others: at most 2 ttl + renew).
   std::vector<Answer> by_recv = answers;
   for (std::size_t i = 1; i < answers.size(); ++i) {
@@ -406,7 +410,7 @@ void check_liveness(const History& h, Report& r) {
     std::string cause;
     bool new_life = false;
     for (const Fault& f : h.faults)
-      if (f.start <= at + ms_to_ns(renew) && at <= f.all_healed + ms_to_ns(ttl + renew)) {
+      if (f.start <= answers[i].recv && at <= f.all_healed + ms_to_ns(ttl + renew)) {
         cause += std::string(cause.empty() ? "" : " and ") + fault_text(h, f);
         new_life = new_life || new_server_life(f.kind);
       }

@@ -61,7 +61,10 @@ void check_liveness(const History& h, Report& r);    // a master soon after heal
 void check_fenced(const History& h, Report& r);      // fenced writes in epoch order
 void check_ttl_wait(const History& h, Report& r);    // the ttl wait where it must be and not where it need not
 
-// Whether a fault that may have lost acknowledged commits began between t1 and t2.
+// Whether a fault that may have lost acknowledged commits made at or after t1 began by t2:
+// one that began by t2 and whose crash may have come at t1 or later (it came by the
+// promotion of the new primary, or else by the heal). A commit made while such a fault was
+// under way, before its crash, is lost as well as one made before the fault began.
 bool lost_commits_between(const History& h, i64 t1, i64 t2);
 
 // The history between two times, one event a line, for a person reading a failure.

@@ -147,6 +147,27 @@ TEST_CASE("one epoch held by two nodes: flagged, unless commits were lost betwee
     CHECK(r.violations.empty());
     CHECK(r.reissued == 1);
   }
+  // Found by the long run of seed 463428634: the first holder took the epoch while a
+  // pg-failover was under way (after it began, before the old primary was down), and that
+  // commit was lost too. A fault whose crash came before the first term excuses nothing.
+  {
+    Fault f = fault(1, Kind::pg_failover, -100, 700);  // n1's first answer: at 0
+    f.promoted_at = 200 * kMs;
+    h.faults = {f};
+    Report r;
+    check_answers(h, r);
+    CHECK(r.violations.empty());
+    CHECK(r.reissued == 1);
+    h.faults = {fault(1, Kind::pg_failover, 200, 900)};  // before n2's term, after n1's first
+    h.faults[0].promoted_at = 500 * kMs;
+    Report r1;
+    check_answers(h, r1);
+    CHECK(r1.violations.empty());
+    h.faults = {fault(1, Kind::pg_failover, -900, -200)};  // over before n1's first answer
+    Report r2;
+    check_answers(h, r2);
+    CHECK(kinds(r2) == std::set<VKind>{VKind::epoch_twice_answers});
+  }
 }
 
 TEST_CASE("hooks: overlapping master states are flagged", "[checker]") {
@@ -195,6 +216,23 @@ TEST_CASE("hooks: on-promote epochs going back are flagged", "[checker]") {
   Report r;
   check_hooks(h, r);
   CHECK(kinds(r) == std::set<VKind>{VKind::epoch_back_hooks});
+
+  SECTION("one epoch by two nodes across a pg-failover under way at the first on-promote") {
+    // seed 463428634: n5 ran on-promote 499 12 ms after the failover began, its commit was
+    // lost, and n4 took 499 again on the promoted replica.
+    h.hooks = {{100 * kMs, "n1", "master", 499}, {400 * kMs, "n1", "standby", 499}, {800 * kMs, "n2", "master", 499}};
+    Fault f = fault(1, Kind::pg_failover, 90, 700);
+    f.promoted_at = 300 * kMs;
+    h.faults = {f};
+    Report r2;
+    check_hooks(h, r2);
+    CHECK(r2.violations.empty());
+    CHECK(r2.reissued == 1);
+    h.faults.clear();
+    Report r3;
+    check_hooks(h, r3);
+    CHECK(kinds(r3) == std::set<VKind>{VKind::epoch_back_hooks});
+  }
 }
 
 TEST_CASE("lives: an unclean SIGTERM and an exit by itself are flagged", "[checker]") {

@@ -120,7 +120,7 @@ std::string one_line(std::string s) {
 
 }  // namespace
 
-// Collects the notifications of one cluster's channel (lease_agent.announce).
+// Collects the notifications of this agent's own channel (lease_agent.announce_to).
 struct LeaseStore::Listener : pqxx::notification_receiver {
   Listener(pqxx::connection_base& c, const std::string& channel, std::string cluster, std::string incarnation)
       : pqxx::notification_receiver(c, channel), cluster_(std::move(cluster)),
@@ -392,13 +392,15 @@ void LeaseStore::connect(bool listen, bool check_schema) {
     }
     // The server's life, before any heartbeat over this connection (sql/PROTOCOL.md,
     // "Lost commits").
-    // And the cluster's channel, in the same round trip; a listening (daemon's) connection
-    // also rehearses the clean stop (lease_agent.rehearse), so that its one real call runs
+    // And this incarnation's own channel (schema 6: what is for this agent, a hand-off to
+    // it, a switchover request while it is master, a release, is announced there, so
+    // that a hand-off wakes its target alone), in the same round trip; a listening
+    // (daemon's) connection also rehearses the clean stop (lease_agent.rehearse), so that its one real call runs
     // warm.
     const pqxx::result life = tx.exec_params(
-        listen ? "SELECT lease_agent.server_life(), lease_agent.channel($1), lease_agent.rehearse()"
-               : "SELECT lease_agent.server_life(), lease_agent.channel($1)",
-        opt_.cluster);
+        listen ? "SELECT lease_agent.server_life(), lease_agent.channel($1, $2), lease_agent.rehearse()"
+               : "SELECT lease_agent.server_life(), lease_agent.channel($1, $2)",
+        opt_.cluster, opt_.incarnation);
     server_life_ = life[0][0].as<std::string>();
     channel_ = life[0][1].as<std::string>();
   } catch (const StoreError&) {
@@ -409,7 +411,7 @@ void LeaseStore::connect(bool listen, bool check_schema) {
   }
   try {
     conn_->prepare("heartbeat",
-                   "SELECT * FROM lease_agent.heartbeat_v5($1, $2, $3, $4, $5, "
+                   "SELECT * FROM lease_agent.heartbeat_v6($1, $2, $3, $4, $5, "
                    "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8, $9)");
     conn_->prepare("leave", "SELECT released, handed_to, epoch FROM lease_agent.leave($1, $2, $3, $4)");
     conn_->prepare("hand_over", "SELECT * FROM lease_agent.hand_over($1, $2, $3, $4, $5)");

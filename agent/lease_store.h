@@ -36,8 +36,8 @@ class SwitchoverRefused : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A notification on this store's cluster's channel (sql/002_protocol.sql,
-// lease_agent.announce).
+// A notification on this store's own channel (sql/002_protocol.sql,
+// lease_agent.announce_to): a hand-off to it, a switchover request, a release.
 struct LeaseNotice {
   enum class Kind { free, switchover, handed };
   Kind kind = Kind::free;
@@ -107,7 +107,7 @@ struct ClusterStatus {
 };
 
 // The schema version this agent needs (lease_agent.schema_info.version).
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
 struct StoreOptions {
   std::string dsn;  // libpq connection string or URI; empty: libpq's environment
@@ -142,7 +142,7 @@ class LeaseStore {
   // connected, or connected without the schema check.
   const std::string& server_life() const { return server_life_; }
 
-  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v5). Throws StoreError;
+  // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v6). Throws StoreError;
   // after a lost connection the store is disconnected.
   HeartbeatAnswer heartbeat(const HeartbeatRequest& req);
 
@@ -192,7 +192,7 @@ class LeaseStore {
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Watchdog> watchdog_;
   std::string server_life_;
-  std::string channel_;  // lease_agent.channel(cluster), read at connect
+  std::string channel_;  // lease_agent.channel(cluster, incarnation), read at connect
 };
 
 // The SQL files of sql/, embedded at build time, in name order.

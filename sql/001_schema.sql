@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS lease_agent.node (
     PRIMARY KEY (cluster, node)
 );
 -- Schema 3: the protocol the node's agent speaks (2: no switchover; 3: switchover;
--- 4: strict fencing, server lives; 5: hand-off, a channel per cluster).
+-- 4: strict fencing, server lives; 5: hand-off, a channel per cluster; 6: a channel per
+-- agent, which a hand-off to it, or a switchover request of it, also notifies).
 ALTER TABLE lease_agent.node ADD COLUMN IF NOT EXISTS protocol integer NOT NULL DEFAULT 2;
 -- Schema 4: when the node left the cluster (a clean stop); null while its process lives.
 -- A node keeps its place in the line (registered_at) for as long as its incarnation
@@ -127,13 +128,13 @@ $$;
 -- Schema version the agent checks at start ("schema missing or too old"). Version 3 added
 -- switchover, version 4 strict fencing, server lives and the line kept across outages,
 -- version 5 the hand-off of a clean stop, a channel per cluster and renewals without
--- notifications; agents of versions 2, 3 and 4 keep running on it (their heartbeats are
--- kept, see sql/002_protocol.sql).
+-- notifications, version 6 a channel per agent; agents of versions 2 to 5 keep running on
+-- it (their heartbeats are kept, see sql/002_protocol.sql).
 CREATE TABLE IF NOT EXISTS lease_agent.schema_info (
     singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version    integer NOT NULL
 );
-INSERT INTO lease_agent.schema_info (version) VALUES (5)
+INSERT INTO lease_agent.schema_info (version) VALUES (6)
     ON CONFLICT (singleton) DO UPDATE SET version = GREATEST(lease_agent.schema_info.version, EXCLUDED.version);
 
 -- The master of each cluster: the lease is held and unexpired right now.

@@ -16,6 +16,9 @@
 --      (the next in line times its heartbeat after the master's renewals instead:
 --      o_next_in_line, o_renewed_ago_ms, o_holder_renew_ms), only hand-offs, releases
 --      and switchover requests, on the cluster's own channel (lease_agent.channel);
+--      schema 6 also on the own channel of each agent of protocol 6 they are for (the
+--      target of a hand-off, the master asked for a switchover), which is all that agents
+--      of protocol 6 listen on (lease_agent.announce_to);
 --   5. answer role, holder, epoch and version; to the master a pending switchover request
 --      (o_switchover_to), to the others a reservation (o_reserved_for, o_reserved_left_ms).
 -- p_epoch is the epoch this agent believes it holds as master, null when standby.
@@ -26,8 +29,8 @@
 -- asynchronous standby) may show an older lease row than a master acted on, and it
 -- began a new life.
 -- (Schema version 1 had no p_may_acquire.) lease_agent.beat is the implementation;
--- lease_agent.heartbeat_v5 is what agents of schema 5 call, heartbeat_v4 and
--- heartbeat_v3 what agents of schemas 4 and 3 call, lease_agent.heartbeat what
+-- lease_agent.heartbeat_v6 is what agents of schema 6 call, heartbeat_v5, heartbeat_v4
+-- and heartbeat_v3 what agents of schemas 5, 4 and 3 call, lease_agent.heartbeat what
 -- agents of schema 2 call (kept with its exact signature and columns, so that their
 -- prepared statements go on working across `schema apply`). p_protocol records which.
 DROP FUNCTION IF EXISTS lease_agent.heartbeat(text, text, text, text, integer, bigint, bigint);
@@ -112,6 +115,20 @@ $$;
 CREATE OR REPLACE FUNCTION lease_agent.channel(p_cluster text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'lease_agent.' || left(md5(p_cluster), 24) $$;
 
+-- The own channel of one incarnation of an agent (schema 6), the only channel an agent of
+-- protocol 6 listens on: a hand-off wakes its target alone, not every agent of the cluster
+-- (with 300 agents, 299 processes woken for nothing, on the machine the successor shares).
+CREATE OR REPLACE FUNCTION lease_agent.channel(p_cluster text, p_incarnation text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT 'lease_agent.' || left(md5(p_cluster || E'\n' || p_incarnation), 24) $$;
+
+-- The incarnations of the live agents of protocol 6 of a cluster: whom a 'free' is for.
+CREATE OR REPLACE FUNCTION lease_agent.own_listeners(p_cluster text) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT array_agg(nd.incarnation) FROM lease_agent.node nd
+     WHERE nd.cluster = p_cluster AND nd.protocol >= 6 AND nd.left_at IS NULL
+       AND nd.expires_at > clock_timestamp()
+$$;
+
 -- The notification of schema 5: fields separated by newlines (names hold no control
 -- characters): '<version>\n<kind>\n<cluster>' and, for kind
 --   'handed':     '\n<epoch>\n<holder incarnation>\n<how: handed|switchover>'
@@ -123,9 +140,28 @@ CREATE OR REPLACE FUNCTION lease_agent.announce(p_cluster text, p_version bigint
                                                 p_more text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify(lease_agent.channel(p_cluster),
-                      p_version || E'\n' || p_kind || E'\n' || p_cluster
-                      || coalesce(E'\n' || p_more, ''));
+    PERFORM lease_agent.announce_to(p_cluster, p_version, p_kind, p_more, NULL);
+END;
+$$;
+
+-- Schema 6: the same notification on the cluster's channel (agents of protocol 5, and
+-- observers such as the benchmark) and on the own channel of each incarnation of p_to
+-- (agents of protocol 6). One transaction's notifications are delivered at its commit,
+-- in order, and a listener that hears one channel misses nothing it is meant to act on:
+-- a standby that is not told of a hand-off sees the new version at its next heartbeat,
+-- and watches it from then on, later than it would from the notification (sql/PROTOCOL.md,
+-- "Hand-off").
+CREATE OR REPLACE FUNCTION lease_agent.announce_to(p_cluster text, p_version bigint, p_kind text,
+                                                   p_more text, p_to text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_payload text := p_version || E'\n' || p_kind || E'\n' || p_cluster || coalesce(E'\n' || p_more, '');
+    v_to      text;
+BEGIN
+    PERFORM pg_notify(lease_agent.channel(p_cluster), v_payload);
+    FOREACH v_to IN ARRAY coalesce(p_to, '{}'::text[]) LOOP
+        PERFORM pg_notify(lease_agent.channel(p_cluster, v_to), v_payload);
+    END LOOP;
 END;
 $$;
 
@@ -163,8 +199,9 @@ BEGIN
     ON CONFLICT (cluster, epoch) DO UPDATE
         SET holder = EXCLUDED.holder, holder_incarnation = EXCLUDED.holder_incarnation,
             began_at = EXCLUDED.began_at, ended_at = NULL;
-    PERFORM lease_agent.announce(p_cluster, o_version, 'handed',
-                                 o_epoch || E'\n' || n.incarnation || E'\n' || p_how);
+    PERFORM lease_agent.announce_to(p_cluster, o_version, 'handed',
+                                    o_epoch || E'\n' || n.incarnation || E'\n' || p_how,
+                                    CASE WHEN n.protocol >= 6 THEN ARRAY[n.incarnation] END);
 END;
 $$;
 
@@ -367,8 +404,26 @@ BEGIN
 END;
 $$;
 
--- The heartbeat of agents of schema 5: all of beat's columns. p_renew_ms is this agent's
--- renew, recorded while it holds the lease.
+-- The heartbeat of agents of schema 6: all of beat's columns. p_renew_ms is this agent's
+-- renew, recorded while it holds the lease. Protocol 6: the agent listens on its own
+-- channel only (lease_agent.channel(cluster, incarnation)).
+CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v6(
+    p_cluster text, p_node text, p_incarnation text, p_address text,
+    p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean,
+    p_renew_ms integer)
+RETURNS TABLE (o_status text, o_role text, o_holder text, o_holder_address text,
+               o_epoch bigint, o_version bigint, o_acquired boolean, o_first_in_line text,
+               o_lease_left_ms bigint, o_db_now_ms double precision, o_detail text,
+               o_acquired_how text, o_switchover_to text, o_reserved_for text,
+               o_reserved_left_ms bigint, o_fence_wait_ms bigint, o_fence_ended integer,
+               o_next_in_line text, o_renewed_ago_ms bigint, o_holder_renew_ms integer)
+LANGUAGE sql AS $$
+    SELECT * FROM lease_agent.beat(6, p_cluster, p_node, p_incarnation, p_address, p_ttl_ms,
+                                   p_epoch, p_watched_version, p_may_acquire, p_renew_ms);
+$$;
+
+-- The heartbeat of agents of schema 5, with its signature and columns unchanged: they
+-- listen on the cluster's channel.
 CREATE OR REPLACE FUNCTION lease_agent.heartbeat_v5(
     p_cluster text, p_node text, p_incarnation text, p_address text,
     p_ttl_ms integer, p_epoch bigint, p_watched_version bigint, p_may_acquire boolean,
@@ -478,7 +533,8 @@ BEGIN
              WHERE le.cluster = p_cluster
             RETURNING le.epoch, le.version INTO epoch, version;
             PERFORM pg_notify('lease_agent', version || ' free ' || p_cluster);
-            PERFORM lease_agent.announce(p_cluster, version, 'free');
+            PERFORM lease_agent.announce_to(p_cluster, version, 'free', NULL,
+                                            lease_agent.own_listeners(p_cluster));
         END IF;
     END IF;
     UPDATE lease_agent.node SET expires_at = least(expires_at, v_now), left_at = v_now
@@ -501,7 +557,8 @@ $$;
 --   LA004 the master's agent cannot hand over (protocol 2); LA005 p_from is not the master.
 -- Answers the target, the master and its epoch, and whether a request was made
 -- (false: the target already is the master; nothing changes). The master hears the
--- request at once (the 'switchover' notification on the cluster's channel, which names
+-- request at once (the 'switchover' notification on the cluster's channel and, schema 6, on
+-- the master's own, which names
 -- the target and the master's epoch; '<version> switchover <cluster>' on the shared one
 -- for agents of schema 4 and before) and in its next heartbeat.
 -- The request lapses after the master's ttl if the master does not act on it.
@@ -564,7 +621,8 @@ BEGIN
            switchover_until = v_now + make_interval(secs => coalesce(l.ttl_ms, 10000) / 1000.0)
      WHERE cluster = p_cluster;
     PERFORM pg_notify('lease_agent', l.version || ' switchover ' || p_cluster);
-    PERFORM lease_agent.announce(p_cluster, l.version, 'switchover', n.node || E'\n' || l.epoch);
+    PERFORM lease_agent.announce_to(p_cluster, l.version, 'switchover', n.node || E'\n' || l.epoch,
+                                    CASE WHEN m.protocol >= 6 THEN ARRAY[l.holder_incarnation] END);
     requested := true;
     requested_at := v_now;
     RETURN NEXT;
@@ -613,7 +671,8 @@ BEGIN
              WHERE le.cluster = p_cluster
             RETURNING le.version INTO version;
             PERFORM pg_notify('lease_agent', version || ' free ' || p_cluster);
-            PERFORM lease_agent.announce(p_cluster, version, 'free');
+            PERFORM lease_agent.announce_to(p_cluster, version, 'free', NULL,
+                                            lease_agent.own_listeners(p_cluster));
         END IF;
         handed_over := true;
     END IF;
@@ -642,8 +701,8 @@ DECLARE
     c text := 'lease-agent rehearsal ' || pg_backend_pid();
 BEGIN
     BEGIN
-        PERFORM lease_agent.beat(5, c, 'a', 'a', '', 60000, NULL, NULL, true, 500);
-        PERFORM lease_agent.beat(5, c, 'b', 'b', '', 60000, NULL, NULL, true, 500);
+        PERFORM lease_agent.beat(6, c, 'a', 'a', '', 60000, NULL, NULL, true, 500);
+        PERFORM lease_agent.beat(6, c, 'b', 'b', '', 60000, NULL, NULL, true, 500);
         PERFORM lease_agent.switchover(c, 'b');
         PERFORM lease_agent.hand_over(c, 'a', 'a', 60000, true);
         PERFORM lease_agent.leave(c, 'b', 'b', true);

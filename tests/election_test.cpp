@@ -106,7 +106,7 @@ class FakeStore {
         holder.clear();
         holder_incarnation.clear();
         ++version;
-        notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", ""});
+        notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", "", ""});
       }
     }
     nodes_[node].heartbeat = clock_.now - kTiming.ttl;
@@ -115,7 +115,7 @@ class FakeStore {
   // Switchover (sql/002_protocol.sql: lease_agent.switchover and hand_over).
   void request_switchover(const std::string& to) {
     switchover_to = to;
-    notices.push_back(Notice{LeaseNotice::Kind::switchover, version, epoch, "", "", to});
+    notices.push_back(Notice{LeaseNotice::Kind::switchover, version, epoch, "", "", to, holder_incarnation});
   }
   bool hand_over(const std::string& node, const std::string& incarnation) {
     if (holder != node || holder_incarnation != incarnation || switchover_to.empty()) return false;
@@ -131,18 +131,22 @@ class FakeStore {
     reserved_for = switchover_to;
     reserved_until = clock_.now + kTiming.ttl;
     switchover_to.clear();
-    notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", ""});
+    notices.push_back(Notice{LeaseNotice::Kind::free, version, epoch, "", "", "", ""});
     return true;
   }
 
-  // A notification (lease_agent.announce) for every agent to hear.
+  // A notification (lease_agent.announce_to). Schema 6: one `for` an incarnation (a
+  // hand-off's target, the master asked for a switchover) is sent on its own channel
+  // alone; the others (a release) to every agent.
   struct Notice {
     LeaseNotice::Kind kind;
     std::int64_t version, epoch;
     std::string incarnation, how, target;
+    std::string for_incarnation;  // empty: for every agent
   };
   std::vector<Notice> notices;
-  bool hand_offs = true;   // false: the store of schema 4 (release, reservation)
+  bool hand_offs = true;     // false: the store of schema 4 (release, reservation)
+  bool own_channels = true;  // false: the store of schema 5 (every notice to every agent)
   TimePoint renewed_at{};  // the holder's last write of the row
 
   std::string holder, holder_incarnation;
@@ -185,7 +189,7 @@ class FakeStore {
     handed_how = how;
     switchover_to.clear();
     reserved_for.clear();
-    notices.push_back(Notice{LeaseNotice::Kind::handed, version, epoch, holder_incarnation, how, ""});
+    notices.push_back(Notice{LeaseNotice::Kind::handed, version, epoch, holder_incarnation, how, "", holder_incarnation});
   }
   std::string first_in_line(const std::string& except = "") const {
     std::string best;
@@ -255,14 +259,15 @@ struct FakeAgent {
   bool alive = true;
 };
 
-// Delivers the store's pending notifications to every live agent.
+// Delivers the store's pending notifications to every live agent they are for.
 void deliver(const std::vector<FakeAgent*>& agents) {
   if (agents.empty()) return;
+  const bool own_channels = agents.front()->store.own_channels;
   std::vector<FakeStore::Notice> pending;
   pending.swap(agents.front()->store.notices);
   for (const auto& n : pending)
     for (FakeAgent* a : agents)
-      if (a->alive) a->hear(n);
+      if (a->alive && (!own_channels || n.for_incarnation.empty() || n.for_incarnation == a->incarnation)) a->hear(n);
 }
 
 // Runs every live agent's due heartbeats and deadlines, in steps of `step`, for `d`,
@@ -515,14 +520,23 @@ TEST_CASE("a clean stop hands the lease to the next in line: master from the not
 TEST_CASE("a hand-off is never a second master: its holder's deadline ends before another standby may take over", "[election][handoff]") {
   FakeClock clock;
   FakeStore store(clock);
+  // Schema 5: every standby hears the hand-off and watches the new version from then;
+  // schema 6: only the target hears it, the others see the version at their next
+  // heartbeat, later, and watch it from then.
+  SECTION("schema 5: every agent hears the hand-off") { store.own_channels = false; }
+  SECTION("schema 6: the target alone hears it") { store.own_channels = true; }
   FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock);
   run_for({&n1, &n2, &n3}, clock, milliseconds(1000));
   REQUIRE(n1.master());
+  // n3's watch of the version before the hand-off, to see that it is not carried over.
+  const TimePoint n3_due = n3.election.next_heartbeat();
   n1.stop();
   deliver({&n1, &n2, &n3});
   REQUIRE(n2.master());
+  CHECK(n3.election.next_heartbeat() == n3_due);  // neither way does n3 act at once
   n2.alive = false;  // froze right after it heard the hand-off: it never renews
   const TimePoint n2_end = n2.election.deadline();
+  const TimePoint handed = clock.now;
   std::optional<TimePoint> n3_master;
   for (int i = 0; i < 400 && !n3_master; ++i) {
     run_for({&n1, &n2, &n3}, clock, milliseconds(10));  // REQUIREs one master at most
@@ -530,7 +544,46 @@ TEST_CASE("a hand-off is never a second master: its holder's deadline ends befor
   }
   REQUIRE(n3_master);
   CHECK(*n3_master > n2_end);
+  CHECK(*n3_master >= handed + kTiming.ttl);  // watched the new version for ttl
   CHECK(store.epoch == 3);
+}
+
+TEST_CASE("schema 6: a clean stop and a switchover wake only the node they are for; succession goes on", "[election][handoff]") {
+  FakeClock clock;
+  FakeStore store(clock);
+  FakeAgent n1("n1", store, clock), n2("n2", store, clock), n3("n3", store, clock), n4("n4", store, clock);
+  std::vector<FakeAgent*> all{&n1, &n2, &n3, &n4};
+  run_for(all, clock, milliseconds(1000));
+  REQUIRE(n1.master());
+  // A switchover to n4: the request is for the master alone, the hand-off for n4 alone.
+  store.request_switchover("n4");
+  REQUIRE(store.notices.size() == 1);
+  CHECK(store.notices[0].for_incarnation == "n1-1");
+  const TimePoint n2_due = n2.election.next_heartbeat(), n3_due = n3.election.next_heartbeat();
+  deliver(all);
+  REQUIRE(n1.election.handing_over());
+  n1.hand_over();
+  REQUIRE(store.notices.size() == 1);
+  CHECK(store.notices[0].for_incarnation == "n4-1");
+  deliver(all);
+  CHECK(n4.master());  // from the notification on
+  CHECK_FALSE(n1.master());
+  CHECK(n2.election.next_heartbeat() == n2_due);  // not woken
+  CHECK(n3.election.next_heartbeat() == n3_due);
+  // Clean stops, again and again: each next in line is master from its notification on,
+  // one master at most throughout (run_for), in registration order.
+  run_for(all, clock, milliseconds(500));
+  std::vector<std::string> masters;
+  for (FakeAgent* a : {&n4, &n1, &n2}) {
+    REQUIRE(a->master());
+    a->stop();
+    deliver(all);
+    for (FakeAgent* b : all)
+      if (b->alive && b->master()) masters.push_back(b->name);
+    run_for(all, clock, milliseconds(300));
+  }
+  CHECK(masters == std::vector<std::string>{"n1", "n2", "n3"});
+  CHECK(n3.master());
 }
 
 TEST_CASE("a node whose hand-off notification was lost takes its term with its next heartbeat, at the same epoch", "[election][handoff]") {
@@ -1075,7 +1128,7 @@ TEST_CASE("a switchover heard by notification: the master steps down at once, th
   CHECK_FALSE(n2.master());
   CHECK_FALSE(n1.master());
   // A request heard for an epoch that is not the master's own changes nothing.
-  store.notices.push_back(FakeStore::Notice{LeaseNotice::Kind::switchover, store.version, 1, "", "", "n1"});
+  store.notices.push_back(FakeStore::Notice{LeaseNotice::Kind::switchover, store.version, 1, "", "", "n1", "n3-1"});
   CHECK(n3.hear(store.notices[0]).transition == Transition::none);
   CHECK(n3.master());
 }

@@ -250,18 +250,15 @@ TEST_CASE("a clean stop hands the lease to the next in line and says so; renewal
   CHECK(query_value("SELECT node || ' ' || epoch FROM lease_agent.master WHERE cluster = '" + c + "'") ==
         "n2 " + std::to_string(a.epoch + 1));
   CHECK_NOTHROW(query_value("SELECT lease_agent.assert_master('" + c + "', 'n2', " + std::to_string(a.epoch + 1) + ")"));
-  // Notifications come in commit order: the first each listener gets is the hand-off, so
-  // the renewal and the acquisition before it notified nobody.
+  // Notifications come in commit order: the first n2 gets is the hand-off, so the renewal
+  // and the acquisition before it notified nobody.
   std::vector<LeaseNotice> got2 = await_notices(*n2);
-  std::vector<LeaseNotice> got3 = await_notices(*n3);
   REQUIRE(got2.size() == 1);
-  REQUIRE(got3.size() == 1);
   CHECK(got2[0].kind == LeaseNotice::Kind::handed);
   CHECK(got2[0].to_me);
   CHECK(got2[0].epoch == a.epoch + 1);
   CHECK(got2[0].how == "handed");
   CHECK(got2[0].version == r.version + 1);
-  CHECK_FALSE(got3[0].to_me);
   // n2's first heartbeat, sent as if it had not heard: its term is the hand-off's.
   const HeartbeatAnswer t2 = n2->heartbeat(standby());
   CHECK(t2.holder_is_me);
@@ -275,6 +272,16 @@ TEST_CASE("a clean stop hands the lease to the next in line and says so; renewal
   CHECK_FALSE(n1->leave(true).released);
   CHECK(query_value("SELECT expires_at <= clock_timestamp() FROM lease_agent.node WHERE cluster = '" + c +
                     "' AND node = 'n1'") == "t");
+  // Schema 6: the hand-off woke n2 alone. n2's release, which is for every standby, is the
+  // first notification n3 gets (they come in commit order): the hand-off was not sent to it.
+  REQUIRE(n2->leave(false).released);
+  std::vector<LeaseNotice> got3;
+  CHECK(await_notice(*n3, [&](const LeaseNotice& n) {
+    got3.push_back(n);
+    return n.kind == LeaseNotice::Kind::free;
+  }));
+  REQUIRE(got3.size() == 1);
+  CHECK(got3[0].kind == LeaseNotice::Kind::free);
 }
 
 TEST_CASE("a release without a hand-off notifies, and the first in line takes the free lease at once", "[store]") {
@@ -315,12 +322,14 @@ TEST_CASE("a notification of another cluster is not ours", "[store]") {
   o->leave(true);  // a release in the other cluster
   auto m = make_store(c, "n2");
   m->heartbeat(standby());
-  m->leave(true);  // and one in this cluster: one notice
+  listener->heartbeat(standby());  // in line: a release is announced to it
+  m->leave(false);  // and one in this cluster: one notice
   const std::vector<LeaseNotice> got = await_notices(*listener);
   REQUIRE(got.size() == 1);
   CHECK(got[0].kind == LeaseNotice::Kind::free);
   CHECK(got[0].version == 2);
   CHECK(query_value("SELECT lease_agent.channel('" + c + "') <> lease_agent.channel('" + other + "')") == "t");
+  CHECK(query_value("SELECT lease_agent.channel('" + c + "', 'i') <> lease_agent.channel('" + c + "', 'j')") == "t");
 }
 
 TEST_CASE("epochs grow by one at every acquisition", "[store]") {
@@ -545,10 +554,10 @@ TEST_CASE("p_may_acquire false: no acquisition, no new term; a renewal goes on",
 
 namespace {
 
-// n1 master, n2 and n3 standbys, all with schema-3 agents.
+// n1 master, n2 and n3 standbys, all listening.
 struct ThreeNodes {
   explicit ThreeNodes(const std::string& prefix) : c(unique_cluster(prefix)) {
-    n1 = make_store(c, "n1");
+    n1 = make_store(c, "n1", "", /*listen=*/true);
     n2 = make_store(c, "n2", "", /*listen=*/true);
     n3 = make_store(c, "n3", "", /*listen=*/true);
     const HeartbeatAnswer a = n1->heartbeat(standby());
@@ -578,8 +587,8 @@ TEST_CASE("a switchover request: the master hears it and hands the lease directl
   auto op = make_store(t.c, "operator", "", /*listen=*/false);
   const SwitchoverRequest r = op->request_switchover("n3", "n1");
   REQUIRE(r.requested);
-  // The notification names the target and the master's epoch.
-  std::vector<LeaseNotice> heard = await_notices(*t.n2);
+  // The notification, on the master's own channel, names the target and the master's epoch.
+  std::vector<LeaseNotice> heard = await_notices(*t.n1);
   REQUIRE(heard.size() == 1);
   CHECK(heard[0].kind == LeaseNotice::Kind::switchover);
   CHECK(heard[0].target == "n3");
@@ -597,19 +606,29 @@ TEST_CASE("a switchover request: the master hears it and hands the lease directl
   CHECK_FALSE(a3.acquired);  // a renewal of the term it was handed
   CHECK(query_value("SELECT coalesce(reserved_for, '-') || coalesce(switchover_to, '-') || (handed_at IS NULL)::text "
                     "FROM lease_agent.lease WHERE cluster = '" + t.c + "'") == "--true");
+  // The standby that was neither asked nor handed the lease heard neither: the first
+  // notification it gets is n3's release, which is for every standby.
+  REQUIRE(t.n3->leave(false).released);
+  std::vector<LeaseNotice> got2;
+  CHECK(await_notice(*t.n2, [&](const LeaseNotice& n) {
+    got2.push_back(n);
+    return n.kind == LeaseNotice::Kind::free;
+  }));
+  REQUIRE(got2.size() == 1);
+  CHECK(got2[0].kind == LeaseNotice::Kind::free);
 }
 
 TEST_CASE("a switchover request: the master hears it, hands over, the target alone takes the free lease", "[store][switchover]") {
   ThreeNodes t("switchover");
-  t.n2->take_notices();
+  t.n1->take_notices();
   auto op = make_store(t.c, "operator", "", /*listen=*/false);
   const SwitchoverRequest r = op->request_switchover("n3", "n1");
   CHECK(r.requested);
   CHECK(r.target == "n3");
   CHECK(r.master == "n1");
   CHECK(r.epoch == t.epoch);
-  // Every listener hears it (the master acts on it; the others ignore it).
-  std::vector<LeaseNotice> heard = await_notices(*t.n2);
+  // The master hears it, on its own channel.
+  std::vector<LeaseNotice> heard = await_notices(*t.n1);
   REQUIRE_FALSE(heard.empty());
   CHECK(heard.back().kind == LeaseNotice::Kind::switchover);
   // The master's next heartbeat names the target; the standbys' do not.
@@ -1102,6 +1121,106 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   o2.conn.disconnect();
   o4.conn.disconnect();
   listener.disconnect();
+  auto c = connect_db();
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP DATABASE IF EXISTS " + db);
+}
+
+// An agent of version 5 as it runs: heartbeat_v5 and the leave of schema 5, prepared before
+// the upgrade, and listening on its cluster's channel.
+struct Agent5 {
+  Agent5(const std::string& dsn, std::string node_name)
+      : conn(dsn), node(std::move(node_name)), incarnation(node + "-v5") {
+    conn.prepare("heartbeat",
+                 "SELECT * FROM lease_agent.heartbeat_v5($1, $2, $3, $4, $5, "
+                 "NULLIF($6::bigint, -1), NULLIF($7::bigint, -1), $8, $9)");
+    conn.prepare("leave", "SELECT released, handed_to, epoch FROM lease_agent.leave($1, $2, $3, $4)");
+    pqxx::nontransaction tx(conn);
+    listener = std::make_unique<Heard>(conn, tx.exec("SELECT lease_agent.channel('c')")[0][0].as<std::string>());
+  }
+  pqxx::row beat(std::int64_t epoch) {
+    pqxx::nontransaction tx(conn);
+    return tx.exec_prepared("heartbeat", "c", node, incarnation, "", 2000, epoch, -1, true, 500)[0];
+  }
+  pqxx::row leave() {
+    pqxx::nontransaction tx(conn);
+    return tx.exec_prepared("leave", "c", node, incarnation, true)[0];
+  }
+  // Waits (bounded) for a notification whose payload has `part`.
+  bool heard(const std::string& part) {
+    for (int round = 0; round < 50; ++round) {
+      for (const std::string& p : listener->payloads)
+        if (p.find(part) != std::string::npos) return true;
+      conn.await_notification(0, 100000);  // at most 100 ms; at once when one came
+    }
+    return false;
+  }
+  struct Heard : pqxx::notification_receiver {
+    Heard(pqxx::connection_base& c, const std::string& channel) : pqxx::notification_receiver(c, channel) {}
+    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+    std::vector<std::string> payloads;
+  };
+  pqxx::connection conn;
+  std::string node;
+  std::string incarnation;
+  std::unique_ptr<Heard> listener;
+};
+
+TEST_CASE("schema apply upgrades a version-5 database in place while version-5 agents run", "[store][upgrade]") {
+  const std::string db = "la_upgrade5_" + std::to_string(::getpid());
+  const std::string dsn = fresh_database(db, "schema_v5.sql");
+  Agent5 o1(dsn, "o1"), o2(dsn, "o2");
+  REQUIRE(o1.beat(-1)["o_role"].as<std::string>() == "master");
+  REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
+  REQUIRE(epoch == 1);
+  const StoreOptions o = upgrade_in_place(dsn, "n3-v6");
+  // The version-5 agents go on over the statements they prepared before.
+  CHECK(o1.beat(epoch)["o_epoch"].as<std::int64_t>() == epoch);
+  CHECK(o2.beat(-1)["o_role"].as<std::string>() == "standby");
+  LeaseStore n3(o);
+  n3.connect(true);
+  CHECK_FALSE(n3.heartbeat(standby()).holder_is_me);
+  // A version-5 master hands off to the version-5 node next in line, on the cluster's
+  // channel, which that node listens on.
+  const pqxx::row l1 = o1.leave();
+  CHECK(l1["handed_to"].as<std::string>() == "o2");
+  CHECK(o2.heard("\nhanded\nc\n" + std::to_string(epoch + 1) + "\n" + o2.incarnation + "\n"));
+  CHECK(o2.beat(epoch + 1)["o_role"].as<std::string>() == "master");
+  // A version-5 master hands off to a version-6 node on that node's own channel as well;
+  // the version-6 node heard nothing of the hand-off to o2 before it.
+  const pqxx::row l2 = o2.leave();
+  CHECK(l2["handed_to"].as<std::string>() == "n3");
+  std::vector<LeaseNotice> got;
+  CHECK(await_notice(n3, [&](const LeaseNotice& n) {
+    got.push_back(n);
+    return n.kind == LeaseNotice::Kind::handed;
+  }));
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].to_me);
+  CHECK(got[0].epoch == epoch + 2);
+  REQUIRE(n3.heartbeat(as_master(epoch + 2)).holder_is_me);
+  // A switchover from the version-6 master to a version-5 node: the master hears the
+  // request on its own channel, the target its hand-off on the cluster's.
+  Agent5 o4(dsn, "o4");
+  CHECK(o4.beat(-1)["o_role"].as<std::string>() == "standby");
+  StoreOptions oo = o;
+  oo.node = "operator";
+  oo.incarnation = "operator-1";
+  LeaseStore op(oo);
+  op.connect(false);
+  REQUIRE(op.request_switchover("o4", "n3").requested);
+  CHECK(await_notice(n3, [](const LeaseNotice& n) { return n.kind == LeaseNotice::Kind::switchover && n.target == "o4"; }));
+  const HandOver h = n3.hand_over(true);
+  CHECK(h.handed_over);
+  CHECK(h.direct);
+  CHECK(o4.heard("\nhanded\nc\n" + std::to_string(epoch + 3) + "\n" + o4.incarnation + "\nswitchover"));
+  CHECK(o4.beat(epoch + 3)["o_role"].as<std::string>() == "master");
+  op.disconnect();
+  n3.disconnect();
+  o1.conn.disconnect();
+  o2.conn.disconnect();
+  o4.conn.disconnect();
   auto c = connect_db();
   pqxx::nontransaction tx(*c);
   tx.exec("DROP DATABASE IF EXISTS " + db);

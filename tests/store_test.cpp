@@ -1087,7 +1087,7 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   REQUIRE(o2.beat(-1)["o_role"].as<std::string>() == "standby");
   const std::int64_t epoch = o1.beat(1)["o_epoch"].as<std::int64_t>();
   REQUIRE(epoch == 1);
-  const StoreOptions o = upgrade_in_place(dsn, "n3-v5");
+  const StoreOptions o = upgrade_in_place(dsn, "n3-now");
   // The version-4 agents go on over the statements they prepared before, and their
   // renewals are still announced on the shared channel.
   const pqxx::row r1 = o1.beat(epoch);
@@ -1097,7 +1097,7 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   listener.await_notification(5, 0);  // at most 5 s; at once when one came
   CHECK(heard.n >= 1);
   CHECK(o2.beat(-1)["o_role"].as<std::string>() == "standby");
-  // A version-5 agent joins; a version-4 master's leave sets the lease free (no hand-off
+  // An agent of today's version joins; a version-4 master's leave sets the lease free (no hand-off
   // to anyone), and the first in line takes it as before.
   LeaseStore n3(o);
   n3.connect(true);
@@ -1107,7 +1107,7 @@ TEST_CASE("schema apply upgrades a version-4 database in place while version-4 a
   const pqxx::row r2 = o2.beat(-1);
   CHECK(r2["o_role"].as<std::string>() == "master");
   CHECK(r2["o_epoch"].as<std::int64_t>() == epoch + 1);
-  // A version-5 master does not hand off to a version-4 node: it sets the lease free.
+  // Today's master does not hand off to a version-4 node: it sets the lease free.
   o2.leave();
   REQUIRE(n3.heartbeat(standby()).holder_is_me);
   OldAgent o4(dsn, "o4", "heartbeat_v4", "v4");

@@ -395,8 +395,8 @@ void LeaseStore::connect(bool listen, bool check_schema) {
     // And this incarnation's own channel (schema 6: what is for this agent, a hand-off to
     // it, a switchover request while it is master, a release, is announced there, so
     // that a hand-off wakes its target alone), in the same round trip; a listening
-    // (daemon's) connection also rehearses the clean stop (lease_agent.rehearse), so that its one real call runs
-    // warm.
+    // (daemon's) connection also rehearses the clean stop (lease_agent.rehearse), so that
+    // its one real call runs warm.
     const pqxx::result life = tx.exec_params(
         listen ? "SELECT lease_agent.server_life(), lease_agent.channel($1, $2), lease_agent.rehearse()"
                : "SELECT lease_agent.server_life(), lease_agent.channel($1, $2)",

@@ -17,8 +17,8 @@
 --      o_next_in_line, o_renewed_ago_ms, o_holder_renew_ms), only hand-offs, releases
 --      and switchover requests, on the cluster's own channel (lease_agent.channel);
 --      schema 6 also on the own channel of each agent of protocol 6 they are for (the
---      target of a hand-off, the master asked for a switchover), which is all that agents
---      of protocol 6 listen on (lease_agent.announce_to);
+--      target of a hand-off, the master asked for a switchover, every live node for a
+--      release), which is all that agents of protocol 6 listen on (lease_agent.announce_to);
 --   5. answer role, holder, epoch and version; to the master a pending switchover request
 --      (o_switchover_to), to the others a reservation (o_reserved_for, o_reserved_left_ms).
 -- p_epoch is the epoch this agent believes it holds as master, null when standby.
@@ -129,28 +129,21 @@ LANGUAGE sql STABLE AS $$
        AND nd.expires_at > clock_timestamp()
 $$;
 
--- The notification of schema 5: fields separated by newlines (names hold no control
+-- The notification (schema 5): fields separated by newlines (names hold no control
 -- characters): '<version>\n<kind>\n<cluster>' and, for kind
 --   'handed':     '\n<epoch>\n<holder incarnation>\n<how: handed|switchover>'
 --   'switchover': '\n<target node>\n<epoch of the master asked>'
 --   'free':       nothing more.
--- (PL/pgSQL here and in next_in_line, not SQL: PL/pgSQL keeps its plans for the session,
--- an SQL function of this shape is planned again at every call.)
-CREATE OR REPLACE FUNCTION lease_agent.announce(p_cluster text, p_version bigint, p_kind text,
-                                                p_more text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM lease_agent.announce_to(p_cluster, p_version, p_kind, p_more, NULL);
-END;
-$$;
-
--- Schema 6: the same notification on the cluster's channel (agents of protocol 5, and
--- observers such as the benchmark) and on the own channel of each incarnation of p_to
--- (agents of protocol 6). One transaction's notifications are delivered at its commit,
+-- Sent on the cluster's channel (agents of protocol 5, and observers such as the
+-- benchmark) and, schema 6, on the own channel of each incarnation of p_to (agents of
+-- protocol 6). One transaction's notifications are delivered at its commit,
 -- in order, and a listener that hears one channel misses nothing it is meant to act on:
 -- a standby that is not told of a hand-off sees the new version at its next heartbeat,
 -- and watches it from then on, later than it would from the notification (sql/PROTOCOL.md,
--- "Hand-off").
+-- "Hand-off"). (PL/pgSQL here and in next_in_line, not SQL: PL/pgSQL keeps its plans for
+-- the session, an SQL function of this shape is planned again at every call.)
+-- lease_agent.announce of schema 5 (the cluster's channel alone) is replaced by it.
+DROP FUNCTION IF EXISTS lease_agent.announce(text, bigint, text, text);
 CREATE OR REPLACE FUNCTION lease_agent.announce_to(p_cluster text, p_version bigint, p_kind text,
                                                    p_more text, p_to text[]) RETURNS void
 LANGUAGE plpgsql AS $$

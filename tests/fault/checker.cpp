@@ -400,8 +400,9 @@ void check_liveness(const History& h, Report& r) {
     r.takeover[f.id] = it->recv - f.start;
   }
   // The longest gaps between master answers, from the first master on, each with the
-  // faults it began in or that began during it (and may have made it longer): overall, and split by whether one of them changed the server's
-  // life (DESIGN.md's figure for the others: at most 2 ttl + renew).
+  // faults it began in or that began during it (and may have made it longer): overall,
+  // and split by whether one of them changed the server's life (DESIGN.md's figure for
+  // the others: at most 2 ttl + renew).
   std::vector<Answer> by_recv = answers;
   for (std::size_t i = 1; i < answers.size(); ++i) {
     const i64 gap = answers[i].recv - answers[i - 1].sent;

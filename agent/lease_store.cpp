@@ -390,6 +390,7 @@ void LeaseStore::connect(bool listen, bool check_schema) {
                            std::to_string(kSchemaVersion) + "): run `lease-agent schema apply`",
                        true);
     }
+    schema_version_ = v[0][0].as<int>();
     // The server's life, before any heartbeat over this connection (sql/PROTOCOL.md,
     // "Lost commits").
     // And this incarnation's own channel (schema 6: what is for this agent, a hand-off to

@@ -141,6 +141,10 @@ class LeaseStore {
   // same token again means no acknowledged commit was lost since; empty when not
   // connected, or connected without the schema check.
   const std::string& server_life() const { return server_life_; }
+  // The schema version the database reported at connect (lease_agent.schema_info): at
+  // least kSchemaVersion; above it after `schema apply` of a newer release, which keeps
+  // serving agents of this version. 0 when not checked.
+  int schema_version() const { return schema_version_; }
 
   // One heartbeat (sql/002_protocol.sql: lease_agent.heartbeat_v6). Throws StoreError;
   // after a lost connection the store is disconnected.
@@ -192,6 +196,7 @@ class LeaseStore {
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Watchdog> watchdog_;
   std::string server_life_;
+  int schema_version_ = 0;
   std::string channel_;  // lease_agent.channel(cluster, incarnation), read at connect
 };
 

@@ -608,7 +608,8 @@ Settings load_settings(const FlagValues& flags) {
     if (find_setting(name) == nullptr) {
       throw SettingsError("--" + name + ": unknown setting");
     }
-    values[name] = RawValue{text, "--" + name, false};
+    // (-b is the one short form; the error names both, as the flag's value does not say which.)
+    values[name] = RawValue{text, name == "address" ? "-b/--address" : "--" + name, false};
   }
   return settings_from(values);
 }

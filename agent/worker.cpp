@@ -63,6 +63,7 @@ int Worker::run() {
   milliseconds backoff = timing.retry();
   TimePoint next_connect{};
   bool ever_connected = false;
+  int newer_schema_logged = 0;
   // An outage is logged once when it starts, again when its error changes, and once
   // when it ends.
   std::optional<TimePoint> outage_since;
@@ -94,6 +95,16 @@ int Worker::run() {
                                  std::to_string(ms_between(*outage_since, Clock::now())) + "ms"
                            : std::string("connected to the database");
           state_.log(LogLevel::info, what, {{"database", store_.describe_connection()}});
+        }
+        if (store_.schema_version() > kSchemaVersion && store_.schema_version() != newer_schema_logged) {
+          // Served as before (each schema keeps its older agents' functions), but worth saying
+          // once: this agent is older than the database's schema, as during a rolling upgrade.
+          newer_schema_logged = store_.schema_version();
+          state_.log(LogLevel::warning,
+                     "the database's lease_agent schema is version " + std::to_string(newer_schema_logged) +
+                         ", newer than this agent's " + std::to_string(kSchemaVersion) +
+                         ": it keeps serving this agent; upgrade the agent to use what is new",
+                     {{"event", "schema-newer"}});
         }
         const std::string life = store_.server_life();
         const bool first = !ever_connected;

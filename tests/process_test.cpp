@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "lease_store.h"
 #include "process_support.h"
 
 using namespace lease_agent_test;
@@ -431,6 +432,56 @@ TEST_CASE("schema missing exits 3 with a line that says to run `lease-agent sche
   const std::string log = a.log();
   INFO("log:\n" << log);
   CHECK(contains(log, "run `lease-agent schema apply`"));
+}
+
+TEST_CASE("a database whose schema is newer than the agent's serves it, and the agent says so once",
+          "[process]") {
+  Cluster c("proc-newerschema");
+  const std::string db = "la_newer_" + std::to_string(::getpid());
+  struct DropDb {
+    std::string name;
+    ~DropDb() {
+      try {
+        auto conn = connect_db();
+        pqxx::nontransaction tx(*conn);
+        tx.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+      } catch (...) {
+      }
+    }
+  } drop{db};
+  {
+    auto conn = connect_db();
+    pqxx::nontransaction tx(*conn);
+    tx.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+    tx.exec("CREATE DATABASE " + db);
+  }
+  const std::string dsn = dsn_with({{"dbname", db}});
+  {
+    lease_agent::StoreOptions so;
+    so.dsn = dsn;
+    so.cluster = "schema";
+    so.node = "test";
+    lease_agent::LeaseStore store(so);
+    store.connect(false, false);
+    store.apply_schema();
+    pqxx::connection conn(dsn);
+    pqxx::nontransaction tx(conn);
+    // As a later release's `schema apply` leaves it: a higher version, this one's functions kept.
+    tx.exec("UPDATE lease_agent.schema_info SET version = " + std::to_string(lease_agent::kSchemaVersion + 1));
+  }
+  AgentOptions o;
+  o.node = "n1";
+  o.dsn = dsn;
+  Agent& a = c.start_ready(o);
+  c.wait_until("n1 to be master", [&] { return a.get("/master") == 200; });
+  const std::string log = a.log();
+  INFO("log:\n" << log);
+  const std::string line = "schema is version " + std::to_string(lease_agent::kSchemaVersion + 1) +
+                           ", newer than this agent's " + std::to_string(lease_agent::kSchemaVersion);
+  CHECK(contains(log, line));
+  CHECK(log.find(line) == log.rfind(line));
+  a.signal(SIGTERM);
+  CHECK(a.wait_exit() == 0);
 }
 
 TEST_CASE("an unreachable database is waited out: no exit, /health 503, logged; SIGTERM exits 0",

@@ -396,7 +396,8 @@ TEST_CASE("validation errors name the flag or file line of the value") {
       {{"--node", "\xed\xa0\x80"}, "--node: is not valid UTF-8"},           // a surrogate
       {{"--node", "a\xc2\x85" "b"}, "--node: must not contain control characters"},  // U+0085, a C1 control
       {{"--handover-delay", ""}, "--handover-delay: bad duration '': needs a positive whole number and a unit: ms, s or m"},
-      {{"--address", "10.0.0.1\xff"}, "--address: is not valid UTF-8"},
+      {{"--address", "10.0.0.1\xff"}, "-b/--address: is not valid UTF-8"},
+      {{"-b", "10.0.0.1\xff"}, "-b/--address: is not valid UTF-8"},
       {{"-c", ""}, "--config: must not be empty (the path of an XML config file)"},
       {{"--dsn", "host=db port=abc"}, "--dsn: connection option port 'abc': not a port number (1..65535)"},
       {{"--dsn", "host=db port=70000"}, "--dsn: connection option port '70000': not a port number (1..65535)"},

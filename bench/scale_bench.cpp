@@ -32,13 +32,15 @@
 // after), switchover (lease_agent.switchover(cluster, <next in line>); also the request's
 // commit to the new term on the database's clock). The time is from just before the fault to
 // the first poll (one connection, every ~0.2 ms, at most 3 ttl) that shows another node in
-// lease_agent.master, and to that node's first 200 on /master. Meanwhile a thread samples
+// lease_agent.master, and to that node's first 200 on /master (after a hand-off, watched on the
+// expected successor from the fault on, every ~0.2 ms). Meanwhile a thread samples
 // /master of the next in line (and of the actual successor, if another), then of the old
 // master; a sample with two 200s counts. A killed or cleanly stopped agent is started again
 // under its name (the back of the line); the next run waits until it is registered, may
 // acquire, the cluster has a master, and one renew more.
 //
-// Output: one line per figure; --json FILE: every figure and raw count. Exit 0; 1 when a run
+// Output: one line per figure; --json FILE: every figure and raw count. The agents' logs are
+// kept (their directory named) after a broken run, or always with SCALE_BENCH_KEEP_LOGS set. Exit 0; 1 when a run
 // broke (an agent not up, no takeover, two 200s, a 200 after resume, an agent that exited by
 // itself); 2 bad arguments or no usable database.
 #include <sys/resource.h>
@@ -63,6 +65,7 @@ namespace {
 using namespace bench;
 using json = nlohmann::ordered_json;
 using std::chrono::milliseconds;
+using std::chrono::microseconds;
 
 constexpr int kMaxAgents = 3000;
 std::atomic<pid_t> g_pids[kMaxAgents];  // by agent slot; 0: none
@@ -666,6 +669,36 @@ json Bench::takeovers() {
           }
         } join{sampling, sampler};
 
+        // The expected successor's first 200, for a hand-off (term, switchover): watched from
+        // before the fault on, over a keep-alive connection every ~0.2 ms, as a load
+        // balancer's check would see it; the time is the 200's arrival. (Asking only after
+        // this program had seen the row, as before 2026-12-06, counted its own wake-up, a
+        // query and a new connection on top, all after the row.)
+        const bool announced = scenario == "term" || scenario == "switchover";
+        std::atomic<long long> next_200_at{0};  // steady clock ns, 0: not yet
+        std::thread watcher;
+        if (announced) {
+          watcher = std::thread([&, next_port] {
+            KeepAliveProbe probe(next_port);
+            const auto until = Clock::now() + 3 * o_.ttl;
+            while (sampling && Clock::now() < until) {
+              if (probe.status() == 200) {
+                next_200_at = Clock::now().time_since_epoch().count();
+                return;
+              }
+              std::this_thread::sleep_for(microseconds(200));
+            }
+          });
+        }
+        struct JoinWatcher {
+          std::atomic<bool>& flag;
+          std::thread& t;
+          ~JoinWatcher() {
+            flag = false;
+            if (t.joinable()) t.join();
+          }
+        } join_watcher{sampling, watcher};
+
         Wake wake(*db_, channel_of(c));
         db_->get_notifs();  // what came before the fault
         std::string requested_at;
@@ -688,7 +721,6 @@ json Bench::takeovers() {
           // acquisition after a lease ran out is announced to nobody: kill and stop poll
           // every 1 ms. The time is the notification's arrival (the commit was before it)
           // or, on a poll, the answer's.
-          const bool announced = scenario == "term" || scenario == "switchover";
           const long poll_us = announced ? 5000 : 1000;
           const auto until = fault + 3 * o_.ttl;
           int woke = 0;
@@ -708,8 +740,15 @@ json Bench::takeovers() {
         Agent* now_master = row ? find(c, new_node) : nullptr;
         if (now_master != nullptr && now_master != next) other_port = now_master->port;
         bool http = false;
-        if (now_master != nullptr)
+        if (announced && now_master == next) {
+          if (watcher.joinable()) watcher.join();  // it ends at the 200, or at 3 ttl
+          if (const long long at = next_200_at.load(); at != 0) {
+            http_at = Clock::time_point(Clock::duration(at));
+            http = true;
+          }
+        } else if (now_master != nullptr) {
           http = await([&] { return http_status(now_master->port) == 200; }, o_.ttl, &http_at);
+        }
         double to_term = nan();
         if (row && !requested_at.empty()) {
           pqxx::nontransaction tx(*db_);
@@ -881,7 +920,7 @@ int Bench::run() {
     }
   }
   std::error_code ec;
-  if (status == 0)
+  if (status == 0 && std::getenv("SCALE_BENCH_KEEP_LOGS") == nullptr)
     std::filesystem::remove_all(tmp_, ec);
   else
     std::fprintf(stderr, "scale_bench: the agents' logs are in %s\n", tmp_.c_str());
